@@ -1,0 +1,204 @@
+"""The candidate pool, trained as one tensor.
+
+All C candidates share the same inputs (the cached values rows, fan-in F), so the pool is
+one weight matrix ``W [C, F]`` and an epoch is a handful of matrix products with analytic
+gradients. Work buffers are ``[C, P]`` (candidates x patterns) so that each activation type
+of a mixed pool is a contiguous block of rows.
+
+Two scores:
+
+* ``covariance`` (Fahlman & Lebiere): maximise ``S = sum_o |sum_p (V_p - mean V)(E_po - mean E_o)|``,
+  normalised by the residual's sum of squares as in ``cascor1.c``. The sign of each
+  per-output correlation steering the gradient is the previous epoch's, and the first
+  epoch of a phase only measures (see ``cascor1.c``'s comment above COMPUTE_CORRELATIONS).
+* ``cascade2`` (FANN's Cascade 2): each candidate also carries output weights ``w_o`` and
+  minimises ``sum_p sum_o (V_p w_o - R_po)^2`` against the output-space residual
+  ``R = target - output``; its score is the fraction of ``sum R^2`` it explains.
+
+Every candidate's initial weights come from its own generator, seeded from
+(root seed, unit index, candidate index), so a pool split across workers or reordered
+draws exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .activations import get_activation
+from .errors import StateError
+from .quickprop import QuickpropSlots, quickprop_update
+
+Tensor = torch.Tensor
+
+
+def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int:
+    """A well-mixed 63-bit seed for one candidate of one round (NumPy's SeedSequence)."""
+    seq = np.random.SeedSequence([int(root_seed), int(unit_index), int(candidate_index)])
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class CandidatePool:
+    """C candidate units with fan-in F and their quickprop state for one candidate phase."""
+
+    def __init__(
+        self,
+        plan: list[tuple[str, float]],
+        fan_in: int,
+        n_outputs: int,
+        n_patterns: int,
+        cascade2: bool,
+    ):
+        self.plan = [(str(a), float(s)) for a, s in plan]
+        self.cascade2 = cascade2
+        C, F, P, O = len(plan), fan_in, n_patterns, n_outputs
+        self.fan_in = F
+        self.groups: list[tuple[object, int, int]] = []
+        start = 0
+        for i in range(1, C + 1):
+            if i == C or plan[i][0] != plan[start][0]:
+                self.groups.append((get_activation(plan[start][0]), start, i))
+                start = i
+        steep = torch.tensor([s for _, s in plan], dtype=torch.float32).unsqueeze(1)
+        self.steepness = None if bool((steep == 1.0).all()) else steep
+        self.weights = torch.zeros(C, F)
+        self.slots = QuickpropSlots(C, F, F)
+        # covariance: last epoch's normalised correlations (their signs steer the gradient);
+        # cascade2: the candidates' own output weights.
+        self.prev_cor = torch.zeros(C, O)
+        self.out_weights = torch.zeros(C, O) if cascade2 else None
+        self.out_slots = QuickpropSlots(C, O, O) if cascade2 else None
+        self.scores = torch.zeros(C)
+        self.best = 0
+        self.best_score = 0.0
+        # Work buffers, reused every epoch.
+        self._S = torch.empty(C, P)
+        self._V = torch.empty(C, P)
+        self._A = torch.empty(C, P)
+        self._G = torch.empty(C, P)
+
+    @property
+    def size(self) -> int:
+        return len(self.plan)
+
+    def initialize(self, root_seed: int, unit_index: int, weight_range: float) -> None:
+        """Random initial weights in [-range, range), one derived generator per candidate."""
+        gen = torch.Generator()
+        for c in range(self.size):
+            gen.manual_seed(candidate_seed(root_seed, unit_index, c))
+            self.weights[c] = torch.rand(self.fan_in, generator=gen) * (2 * weight_range) - weight_range
+            if self.out_weights is not None:
+                self.out_weights[c] = (
+                    torch.rand(self.out_weights.shape[1], generator=gen) * (2 * weight_range) - weight_range
+                )
+
+    # -- kernels -----------------------------------------------------------------------
+    def _activate(self, X: Tensor, with_prime: bool) -> None:
+        """V = f(W X^T) (and A = f'), for every candidate at once; X is [P, F]."""
+        S, V, A = self._S, self._V, self._A
+        torch.mm(self.weights, X.t(), out=S)
+        if self.steepness is not None:
+            S.mul_(self.steepness)
+        for act, a, b in self.groups:
+            act.forward(S[a:b], V[a:b])
+            if with_prime:
+                act.prime(V[a:b], S[a:b], A[a:b])
+        if with_prime and self.steepness is not None:
+            A.mul_(self.steepness)
+
+    def _select(self) -> None:
+        self.best = int(torch.argmax(self.scores))  # first maximum on ties, as cascor1.c
+        self.best_score = float(self.scores[self.best])
+
+    def measure(self, X: Tensor, Ec: Tensor) -> None:
+        """Covariance only: the phase's first epoch computes correlations, trains nothing."""
+        self._activate(X, with_prime=False)
+        torch.mm(self._V, Ec, out=self.prev_cor)
+        torch.sum(self.prev_cor.abs(), dim=1, out=self.scores)
+        self._select()
+
+    def train_covariance(self, X: Tensor, Ec: Tensor, EcT: Tensor, epsilon: float, mu: float, decay: float) -> None:
+        """One ascent epoch. Ec is the centred, SSE-normalised residual [P, O]; EcT its transpose."""
+        self._activate(X, with_prime=True)
+        cor = self._V @ Ec  # [C, O], correlations of the pre-update weights
+        # Descent direction on -S: -sign(cor_prev) per output (cascor1.c: negative -> -1 else +1).
+        neg_dir = torch.where(self.prev_cor < 0, 1.0, -1.0)
+        torch.mm(neg_dir, EcT, out=self._G)  # [C, P]
+        self._G.mul_(self._A)
+        slope = self._G @ X  # [C, F]
+        d, p = self.slots.views()
+        quickprop_update(self.weights, d, p, slope, epsilon=epsilon, mu=mu, decay=decay)
+        self.prev_cor.copy_(cor)
+        torch.sum(cor.abs_(), dim=1, out=self.scores)
+        self._select()
+
+    def train_cascade2(
+        self, X: Tensor, R: Tensor, RT: Tensor, rr: float, epsilon_in: float, epsilon_out: float, mu: float, decay: float
+    ) -> None:
+        """One descent epoch on sum_p sum_o (V w_o - R)^2 for every candidate."""
+        self._activate(X, with_prime=True)
+        V, Wo = self._V, self.out_weights
+        s2 = torch.sum(V * V, dim=1, keepdim=True)  # [C, 1]
+        vr = V @ R  # [C, O]
+        wo2 = Wo * Wo
+        loss = torch.sum(wo2 * s2 - 2.0 * Wo * vr, dim=1) + rr
+        torch.div(rr - loss, rr, out=self.scores)
+        g_out = (Wo * s2 - vr).mul_(2.0)
+        # dL/dV = 2 (V |w|^2 - w . R_p), then through the activation and into the inputs.
+        torch.mm(Wo, RT, out=self._G)
+        self._G.mul_(-1.0).add_(V * wo2.sum(dim=1, keepdim=True)).mul_(2.0).mul_(self._A)
+        slope_in = self._G @ X
+        d, p = self.slots.views()
+        quickprop_update(self.weights, d, p, slope_in, epsilon=epsilon_in, mu=mu, decay=decay)
+        od, op = self.out_slots.views()
+        quickprop_update(Wo, od, op, g_out, epsilon=epsilon_out, mu=mu, decay=decay)
+        self._select()
+
+    # -- install -------------------------------------------------------------------------
+    def winner(self) -> tuple[int, Tensor, str, float]:
+        c = self.best
+        act, steep = self.plan[c]
+        return c, self.weights[c].clone(), act, steep
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        d, p = self.slots.views()
+        state = {
+            "activations": [a for a, _ in self.plan],
+            "steepnesses": torch.tensor([s for _, s in self.plan], dtype=torch.float64),
+            "weights": self.weights.clone(),
+            "delta": d.clone(),
+            "prev_slope": p.clone(),
+            "prev_cor": self.prev_cor.clone(),
+            "scores": self.scores.clone(),
+            "best": self.best,
+            "best_score": self.best_score,
+        }
+        if self.cascade2:
+            od, op = self.out_slots.views()
+            state.update(
+                out_weights=self.out_weights.clone(), out_delta=od.clone(), out_prev_slope=op.clone()
+            )
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        names = ["weights", "delta", "prev_slope", "prev_cor", "scores"]
+        if self.cascade2:
+            names += ["out_weights", "out_delta", "out_prev_slope"]
+        d, p = self.slots.views()
+        dst = {"weights": self.weights, "delta": d, "prev_slope": p, "prev_cor": self.prev_cor, "scores": self.scores}
+        if self.cascade2:
+            od, op = self.out_slots.views()
+            dst.update(out_weights=self.out_weights, out_delta=od, out_prev_slope=op)
+        problems = []
+        for name in names:
+            src = state.get(name)
+            if not isinstance(src, Tensor) or tuple(src.shape) != tuple(dst[name].shape):
+                found = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
+                problems.append(f"{name}: expected shape {tuple(dst[name].shape)}, found {found}")
+        if problems:
+            raise StateError("candidate pool state does not fit: " + "; ".join(problems))
+        for name in names:
+            dst[name].copy_(state[name])
+        self.best = int(state["best"])
+        self.best_score = float(state["best_score"])

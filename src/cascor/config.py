@@ -1,0 +1,262 @@
+"""Training configuration: one frozen, validated dataclass with a JSON round-trip, and presets.
+
+Field names follow Fahlman's parameters in snake_case (``OutputEpsilon`` -> ``output_epsilon``)
+so the paper and ``cascor1.c`` can be read side by side with a config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable
+
+from .activations import ACTIVATION_NAMES, FANN_POOL_ACTIVATIONS, OUTPUT_ACTIVATION_NAMES
+from .errors import ConfigError
+
+CANDIDATE_SCORES = ("covariance", "cascade2")
+ERROR_MEASURES = ("bits", "index")
+
+
+@dataclass(frozen=True)
+class CascorConfig:
+    """Every knob of a Cascade-Correlation run. Defaults are ``cascor1.c``'s."""
+
+    # Output phase (quickprop on the output weights).
+    output_activation: str = "symmetric_sigmoid"
+    output_epsilon: float = 0.35
+    output_mu: float = 2.0
+    output_decay: float = 1e-4
+    output_patience: int = 8
+    output_change_threshold: float = 0.01
+    output_epochs: int = 100
+    # Candidate phase (quickprop ascent on the candidates' input weights).
+    candidate_score: str = "covariance"
+    candidate_activations: tuple[str, ...] = ("symmetric_sigmoid",)
+    candidate_steepnesses: tuple[float, ...] = (1.0,)
+    pool_size: int = 8
+    input_epsilon: float = 1.0
+    input_mu: float = 2.0
+    input_decay: float = 0.0
+    input_patience: int = 8
+    input_change_threshold: float = 0.03
+    input_epochs: int = 100
+    # Network growth and initialisation.
+    max_units: int = 60
+    weight_range: float = 1.0
+    weight_multiplier: float = 1.0
+    sigmoid_prime_offset: float = 0.1
+    # When is the problem solved?
+    error_measure: str = "bits"
+    score_threshold: float = 0.35
+    error_index_threshold: float = 0.2
+    # Root of every random stream the run draws from.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON or users) but store tuples so the config stays hashable.
+        for name in ("candidate_activations", "candidate_steepnesses"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
+        _validate(self)
+
+    # -- derived views ----------------------------------------------------------------
+    def candidate_plan(self) -> list[tuple[str, float]]:
+        """(activation, steepness) of each candidate, grouped by activation.
+
+        Candidates cycle through the activation x steepness combinations; the pool is then
+        ordered by activation so each unit type is one contiguous block of rows (one kernel
+        call per type, not per candidate).
+        """
+        combos = [(a, s) for a in self.candidate_activations for s in self.candidate_steepnesses]
+        plan = [combos[i % len(combos)] for i in range(self.pool_size)]
+        order = {a: i for i, a in enumerate(self.candidate_activations)}
+        return sorted(plan, key=lambda c: order[c[0]])
+
+    # -- serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CascorConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a JSON object; got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                + ", ".join(sorted(known))
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CascorConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "CascorConfig":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                + ", ".join(sorted(known))
+            )
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, assignments: Iterable[str]) -> "CascorConfig":
+        """Apply ``key=value`` strings (the CLI's ``--set``), parsed by each field's type."""
+        changes: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(self)}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep:
+                raise ConfigError(f"--set expects key=value; got {item!r}")
+            if key not in types:
+                raise ConfigError(
+                    f"unknown config key {key!r}; valid keys: " + ", ".join(sorted(types))
+                )
+            changes[key] = _parse(key, types[key], raw.strip())
+        return self.replace(**changes)
+
+
+def _parse(key: str, type_name: Any, raw: str) -> Any:
+    type_name = str(type_name)
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if "tuple[str" in type_name:
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if "tuple[float" in type_name:
+            return tuple(float(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(f"the {key!r} parameter cannot be parsed from {raw!r}") from None
+    return raw
+
+
+def _fail(name: str, expected: str, value: Any) -> None:
+    raise ConfigError(f"the {name!r} parameter must be {expected}; got {value!r} instead")
+
+
+def _validate(cfg: CascorConfig) -> None:
+    def number(name, *, positive=False, nonneg=False, integer=False, upper=None):
+        value = getattr(cfg, name)
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+            _fail(name, "an integer" if integer else "a finite number", value)
+        if positive and value <= 0:
+            _fail(name, "> 0", value)
+        if nonneg and value < 0:
+            _fail(name, ">= 0", value)
+        if upper is not None and value > upper:
+            _fail(name, f"<= {upper}", value)
+
+    for name in ("output_epsilon", "input_epsilon", "output_mu", "input_mu", "weight_range"):
+        number(name, positive=True)
+    for name in (
+        "output_decay",
+        "input_decay",
+        "output_change_threshold",
+        "input_change_threshold",
+        "sigmoid_prime_offset",
+        "score_threshold",
+        "error_index_threshold",
+    ):
+        number(name, nonneg=True)
+    number("weight_multiplier")
+    for name in ("output_patience", "input_patience", "max_units"):
+        number(name, nonneg=True, integer=True, upper=1_000_000)
+    for name in ("output_epochs", "input_epochs", "pool_size"):
+        number(name, positive=True, integer=True, upper=1_000_000)
+    number("seed", nonneg=True, integer=True, upper=2**63 - 1)
+    if cfg.output_activation not in OUTPUT_ACTIVATION_NAMES:
+        _fail("output_activation", "one of " + ", ".join(OUTPUT_ACTIVATION_NAMES), cfg.output_activation)
+    if cfg.candidate_score not in CANDIDATE_SCORES:
+        _fail("candidate_score", "one of " + ", ".join(CANDIDATE_SCORES), cfg.candidate_score)
+    if cfg.error_measure not in ERROR_MEASURES:
+        _fail("error_measure", "one of " + ", ".join(ERROR_MEASURES), cfg.error_measure)
+    acts = cfg.candidate_activations
+    if not isinstance(acts, tuple) or not acts:
+        _fail("candidate_activations", "a non-empty list of activation names", acts)
+    for a in acts:
+        if a not in ACTIVATION_NAMES:
+            _fail("candidate_activations", "names from " + ", ".join(ACTIVATION_NAMES), a)
+    if len(set(acts)) != len(acts):
+        _fail("candidate_activations", "a list without repeats", acts)
+    steep = cfg.candidate_steepnesses
+    if not isinstance(steep, tuple) or not steep:
+        _fail("candidate_steepnesses", "a non-empty list of positive numbers", steep)
+    for s in steep:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+            _fail("candidate_steepnesses", "positive finite numbers", steep)
+
+
+def _fann_cascade2() -> CascorConfig:
+    return CascorConfig(
+        candidate_score="cascade2",
+        candidate_activations=FANN_POOL_ACTIVATIONS,
+        candidate_steepnesses=(0.25, 0.5, 0.75, 1.0),
+        pool_size=80,
+        output_epsilon=1.0,
+        output_patience=12,
+        output_epochs=150,
+        input_epsilon=1.0,
+        input_patience=12,
+        input_change_threshold=0.01,
+        input_epochs=150,
+        weight_multiplier=0.4,
+        score_threshold=0.4,
+        max_units=100,
+    )
+
+
+PRESETS: dict[str, CascorConfig] = {
+    # cascor1.c v1.33 INITIALIZE_GLOBALS.
+    "cascor1c": CascorConfig(),
+    # Fahlman's Lisp recommendation for two-spirals; MaxUnits raised so every seed can finish.
+    "fahlman-spirals": CascorConfig(
+        output_epsilon=1.0,
+        input_epsilon=100.0,
+        output_patience=12,
+        input_patience=8,
+        score_threshold=0.4,
+        max_units=100,
+    ),
+    # FANN 2.2's Cascade 2 defaults: error-minimising candidates, 80 mixed units.
+    "fann-cascade2": _fann_cascade2(),
+    # For new users: Fahlman's spirals parameters with a mixed sigmoid/Gaussian pool.
+    "default": CascorConfig(
+        output_epsilon=1.0,
+        input_epsilon=100.0,
+        output_patience=12,
+        candidate_activations=("symmetric_sigmoid", "gaussian"),
+        pool_size=16,
+        score_threshold=0.4,
+        max_units=100,
+    ),
+}
+
+
+def preset(name: str) -> CascorConfig:
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}"
+        ) from None

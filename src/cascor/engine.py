@@ -1,0 +1,239 @@
+"""One training epoch at a time: the ``step`` of the state machine.
+
+``Engine.step()`` runs exactly one epoch (an output epoch, or a candidate epoch, with the
+install folded into the last candidate epoch of a round) and leaves the :class:`TrainState`
+at an epoch boundary where it can be snapshotted. The engine itself holds only caches
+derived from the state and the data (the per-pattern values rows, work buffers), rebuilt
+identically on resume. No I/O, no printing.
+
+The control flow is ``cascor1.c``'s TRAIN / TRAIN_OUTPUTS / TRAIN_INPUTS unrolled:
+output epochs until win, stagnation (patience) or the epoch limit; then, unless the unit
+limit is reached, one measuring candidate epoch and training epochs until stagnation or
+the limit; install the best candidate; repeat.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .activations import get_activation
+from .errors import DataError
+from .network import HiddenUnit, unit_column
+from .quickprop import quickprop_update
+from .state import TrainState
+
+Tensor = torch.Tensor
+
+
+def as_training_tensors(X, Y) -> tuple[Tensor, Tensor]:
+    """Validate and convert training arrays to float32 tensors [P, I] and [P, O]."""
+    X = torch.as_tensor(X, dtype=torch.float32)
+    Y = torch.as_tensor(Y, dtype=torch.float32)
+    if X.ndim != 2:
+        raise DataError(f"inputs must be a 2-D array [patterns, features]; got shape {tuple(X.shape)}")
+    if Y.ndim == 1:
+        Y = Y.unsqueeze(1)
+    if Y.ndim != 2:
+        raise DataError(f"targets must be 1-D or 2-D [patterns, outputs]; got shape {tuple(Y.shape)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"inputs are empty (shape {tuple(X.shape)}); need at least one pattern and one feature")
+    if Y.shape[0] != X.shape[0]:
+        raise DataError(f"inputs have {X.shape[0]} patterns but targets have {Y.shape[0]}")
+    for name, t in (("inputs", X), ("targets", Y)):
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0, 0])
+            raise DataError(f"{name} contain NaN or infinite values (first at pattern {bad}); clean or impute them")
+    return X.contiguous(), Y.contiguous()
+
+
+class Engine:
+    """Advances a :class:`TrainState` on fixed training data, one epoch per :meth:`step`."""
+
+    def __init__(self, state: TrainState, X, Y):
+        X, Y = as_training_tensors(X, Y)
+        net = state.network
+        if tuple(X.shape) != (state.n_patterns, net.n_inputs) or Y.shape[1] != net.n_outputs:
+            raise DataError(
+                f"data shape {tuple(X.shape)} -> {tuple(Y.shape)} does not match the run "
+                f"({state.n_patterns} patterns, {net.n_inputs} inputs, {net.n_outputs} outputs)"
+            )
+        self.state = state
+        self.X, self.Y = X, Y
+        cfg = state.config
+        P, I, O = state.n_patterns, net.n_inputs, net.n_outputs
+        # Values cache [P, bias + inputs + max_units]; its layout depends only on the config,
+        # so a resumed run feeds the BLAS kernels exactly the same memory layout.
+        self.values = torch.zeros(P, 1 + I + cfg.max_units)
+        self.values[:, 0] = 1.0
+        self.values[:, 1 : 1 + I] = X
+        for k, unit in enumerate(net.units):
+            col = 1 + I + k
+            self.values[:, col] = unit_column(self.values[:, :col], unit)
+        self._out_act = get_activation(cfg.output_activation)
+        self._net = torch.empty(P, O)
+        self._out = torch.empty(P, O)
+        self._prime = torch.empty(P, O)
+        self._target_std = float(Y.std(unbiased=False)) if cfg.error_measure == "index" else 1.0
+        self._cand_inputs: tuple | None = None
+
+    # -- public -----------------------------------------------------------------------
+    def step(self) -> str:
+        """Run one epoch; returns what happened: 'output', 'candidates', 'installed', 'solved' or 'max_units'."""
+        phase = self.state.phase.name
+        if phase == "output":
+            return self._output_epoch()
+        if phase == "candidates":
+            return self._candidate_epoch()
+        return self.state.status
+
+    def outputs(self) -> Tensor:
+        """Current network outputs on the training patterns, from the cache."""
+        net = self.state.network
+        y = self.values[:, : net.fan_in] @ net.output_weights.t()
+        out = torch.empty_like(y)
+        self._out_act.forward(y, out)
+        return out
+
+    # -- output phase -------------------------------------------------------------------
+    def _output_epoch(self) -> str:
+        st, cfg = self.state, self.state.config
+        net, ph, cnt = st.network, st.phase, st.counters
+        P = st.n_patterns
+        Xv = self.values[:, : net.fan_in]
+        W = net.output_weights
+        torch.mm(Xv, W.t(), out=self._net)
+        self._out_act.forward(self._net, self._out)
+        torch.sub(self._out, self.Y, out=st.diffs)
+        self._out_act.prime(self._out, self._net, self._prime)
+        if self._out_act.sigmoid_like:
+            self._prime.add_(cfg.sigmoid_prime_offset)
+        torch.mul(st.diffs, self._prime, out=st.errors)
+        flat = st.diffs.view(-1)
+        true_error = float(torch.dot(flat, flat))
+        bits = int(torch.count_nonzero(flat.abs() > cfg.score_threshold))
+        cnt.true_error, cnt.error_bits = true_error, bits
+        ph.passes += 1
+        if cfg.error_measure == "bits":
+            won = bits == 0
+        else:
+            cnt.error_index = math.sqrt(true_error / flat.numel()) / self._target_std
+            won = cnt.error_index <= cfg.error_index_threshold
+        if won:
+            st.history.add_output_epoch(cnt.epoch, net.n_hidden, true_error, bits)
+            return self._finish("solved")
+
+        slope = torch.mm(st.errors.t(), Xv)
+        d, p = st.output_slots.views()
+        quickprop_update(W, d, p, slope, epsilon=cfg.output_epsilon / P, mu=cfg.output_mu, decay=cfg.output_decay)
+        cnt.epoch += 1
+        cnt.output_epochs += 1
+        ph.updates += 1
+        st.history.add_output_epoch(cnt.epoch, net.n_hidden, true_error, bits)
+
+        stagnant = False
+        if cfg.output_patience == 0:
+            pass
+        elif ph.first:
+            ph.first, ph.last = False, true_error
+        elif abs(true_error - ph.last) > ph.last * cfg.output_change_threshold:
+            ph.last, ph.quit = true_error, ph.updates + cfg.output_patience
+        elif ph.updates >= ph.quit:
+            stagnant = True
+        if stagnant or ph.passes >= cfg.output_epochs:
+            if net.n_hidden >= cfg.max_units:
+                return self._finish("max_units")
+            self._enter(self.state, "candidates", quit=cfg.input_epochs)
+        return "output"
+
+    def _finish(self, status: str) -> str:
+        self.state.status = status
+        self._enter(self.state, "done", quit=0)
+        return status
+
+    @staticmethod
+    def _enter(st: TrainState, name: str, quit: int) -> None:
+        st.phase.name, st.phase.passes, st.phase.updates = name, 0, 0
+        st.phase.first, st.phase.last, st.phase.quit = True, 0.0, quit
+
+    # -- candidate phase ------------------------------------------------------------------
+    def _candidate_inputs(self) -> tuple:
+        """Per-phase constants derived from the stored residual (recomputed identically on resume)."""
+        if self._cand_inputs is None:
+            st = self.state
+            if st.config.candidate_score == "covariance":
+                E = st.errors
+                sse = float(torch.dot(E.view(-1), E.view(-1)))
+                Ec = (E - E.mean(dim=0)) / (sse if sse > 0 else 1.0)
+                self._cand_inputs = (Ec, Ec.t().contiguous())
+            else:
+                R = -st.diffs
+                rr = float(torch.dot(R.view(-1), R.view(-1)))
+                self._cand_inputs = (R, R.t().contiguous(), rr if rr > 0 else 1.0)
+        return self._cand_inputs
+
+    def _candidate_epoch(self) -> str:
+        st, cfg = self.state, self.state.config
+        ph, cnt, net = st.phase, st.counters, st.network
+        P, F = st.n_patterns, net.fan_in
+        Xv = self.values[:, :F]
+        inputs = self._candidate_inputs()
+        covariance = cfg.candidate_score == "covariance"
+        if st.pool is None:
+            st.pool = st.new_pool()
+            st.pool.initialize(cfg.seed, net.n_hidden, cfg.weight_range)
+            if covariance:
+                st.pool.measure(Xv, inputs[0])
+                return self._count_candidate_epoch()
+        pool = st.pool
+        eps = cfg.input_epsilon / (P * F)
+        if covariance:
+            pool.train_covariance(Xv, inputs[0], inputs[1], eps, cfg.input_mu, cfg.input_decay)
+        else:
+            pool.train_cascade2(Xv, inputs[0], inputs[1], inputs[2], eps, cfg.input_epsilon / P, cfg.input_mu, cfg.input_decay)
+        self._count_candidate_epoch()
+        i = ph.updates
+        ph.updates += 1
+        score = pool.best_score
+        stagnant = False
+        if cfg.input_patience == 0:
+            pass
+        elif ph.first:
+            ph.first, ph.last = False, score
+        elif abs(score - ph.last) > ph.last * cfg.input_change_threshold:
+            ph.last, ph.quit = score, i + cfg.input_patience
+        elif i >= ph.quit:
+            stagnant = True
+        if stagnant or ph.updates >= cfg.input_epochs:
+            self._install()
+            return "installed"
+        return "candidates"
+
+    def _count_candidate_epoch(self) -> str:
+        st = self.state
+        st.phase.passes += 1
+        st.counters.epoch += 1
+        st.counters.candidate_epochs += 1
+        st.history.add_candidate_epoch(st.counters.epoch, st.network.n_hidden, st.pool.best_score)
+        return "candidates"
+
+    def _install(self) -> None:
+        """Freeze the best candidate into the cascade (cascor1.c INSTALL_NEW_UNIT)."""
+        st, cfg = self.state, self.state.config
+        net, pool = st.network, st.pool
+        F = net.fan_in
+        c, weights, act, steep = pool.winner()
+        unit = HiddenUnit(weights, act, steep)
+        self.values[:, F] = unit_column(self.values[:, :F], unit)
+        if pool.cascade2:
+            out_w = pool.out_weights[c] * cfg.weight_multiplier
+        else:
+            wm = cfg.weight_multiplier if cfg.error_measure == "bits" else cfg.weight_multiplier / F
+            out_w = -pool.prev_cor[c] * wm
+        net.add_unit(unit, out_w)
+        st.output_slots.grow()
+        st.history.add_unit(st.counters.epoch, c, pool.best_score, act, steep)
+        st.pool = None
+        self._cand_inputs = None
+        self._enter(st, "output", quit=cfg.output_patience)

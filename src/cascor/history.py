@@ -1,0 +1,90 @@
+"""What happened during a run, epoch by epoch and unit by unit, with stable keys.
+
+Columns are plain Python lists while training (appends are cheap) and become arrays in
+``state_dict``. Keys are part of the snapshot format: rename nothing, only add.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import StateError
+
+PHASE_OUTPUT = 0
+PHASE_CANDIDATES = 1
+
+# Per-epoch columns: total epoch count after the epoch, phase code, hidden units at the time,
+# output-phase sum of squared errors and wrong bits (NaN / -1 in candidate epochs), and the
+# best candidate score (NaN in output epochs).
+EPOCH_KEYS = ("epoch", "phase", "hidden_units", "true_error", "error_bits", "best_score")
+# Per-install columns.
+UNIT_KEYS = ("epoch", "candidate", "score", "activation", "steepness")
+
+_EPOCH_DTYPES = {"epoch": np.int64, "phase": np.int8, "hidden_units": np.int32,
+                 "true_error": np.float64, "error_bits": np.int64, "best_score": np.float64}
+_UNIT_DTYPES = {"epoch": np.int64, "candidate": np.int32, "score": np.float64,
+                "steepness": np.float64}
+
+
+class History:
+    def __init__(self) -> None:
+        self.epochs: dict[str, list] = {k: [] for k in EPOCH_KEYS}
+        self.units: dict[str, list] = {k: [] for k in UNIT_KEYS}
+
+    def __len__(self) -> int:
+        return len(self.epochs["epoch"])
+
+    def add_output_epoch(self, epoch: int, hidden: int, true_error: float, error_bits: int) -> None:
+        e = self.epochs
+        e["epoch"].append(epoch)
+        e["phase"].append(PHASE_OUTPUT)
+        e["hidden_units"].append(hidden)
+        e["true_error"].append(true_error)
+        e["error_bits"].append(error_bits)
+        e["best_score"].append(math.nan)
+
+    def add_candidate_epoch(self, epoch: int, hidden: int, best_score: float) -> None:
+        e = self.epochs
+        e["epoch"].append(epoch)
+        e["phase"].append(PHASE_CANDIDATES)
+        e["hidden_units"].append(hidden)
+        e["true_error"].append(math.nan)
+        e["error_bits"].append(-1)
+        e["best_score"].append(best_score)
+
+    def add_unit(self, epoch: int, candidate: int, score: float, activation: str, steepness: float) -> None:
+        u = self.units
+        u["epoch"].append(epoch)
+        u["candidate"].append(candidate)
+        u["score"].append(score)
+        u["activation"].append(activation)
+        u["steepness"].append(steepness)
+
+    def to_dict(self) -> dict:
+        """Plain Python lists (for estimators' ``history_`` and JSON)."""
+        return {"epochs": {k: list(v) for k, v in self.epochs.items()},
+                "units": {k: list(v) for k, v in self.units.items()}}
+
+    def state_dict(self) -> dict:
+        epochs = {k: np.asarray(v, dtype=_EPOCH_DTYPES[k]) for k, v in self.epochs.items()}
+        units = {k: (list(v) if k == "activation" else np.asarray(v, dtype=_UNIT_DTYPES[k]))
+                 for k, v in self.units.items()}
+        return {"epochs": epochs, "units": units}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            epochs = {k: np.asarray(state["epochs"][k]).tolist() for k in EPOCH_KEYS}
+            units = {k: list(state["units"][k]) if k == "activation"
+                     else np.asarray(state["units"][k]).tolist() for k in UNIT_KEYS}
+        except (KeyError, TypeError) as exc:
+            raise StateError(f"history is missing column {exc}") from None
+        lengths = {len(v) for v in epochs.values()}
+        if len(lengths) > 1:
+            raise StateError(f"history epoch columns differ in length: {sorted(lengths)}")
+        lengths = {len(v) for v in units.values()}
+        if len(lengths) > 1:
+            raise StateError(f"history unit columns differ in length: {sorted(lengths)}")
+        units["activation"] = [str(a) for a in units["activation"]]
+        self.epochs, self.units = epochs, units

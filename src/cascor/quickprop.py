@@ -1,0 +1,114 @@
+"""Quickprop (Fahlman 1988) exactly as ``cascor1.c`` QUICKPROP-UPDATE, vectorised.
+
+The rule is elementwise, so one call updates a whole weight matrix: every output weight,
+or every weight of every candidate in the pool. The branchy C code is rewritten with the
+sign of the previous step so that it stays exact (no products that could underflow):
+
+* linear term ``-eps*s`` when the previous step is zero or points against the slope
+  (``sign(d) * s <= 0``);
+* momentum ``mu*d`` when the slope has not shrunk enough (``sign(d) * (s - shrink*p) <= 0``),
+  otherwise the quadratic jump ``d*s/(p-s)``.
+
+The slots ``delta`` (previous step) and ``prev_slope`` are training state: a snapshot that
+lost them would resume with a different trajectory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import StateError
+
+Tensor = torch.Tensor
+
+
+def quickprop_update(
+    weights: Tensor,
+    delta: Tensor,
+    prev_slope: Tensor,
+    slope: Tensor,
+    *,
+    epsilon: float,
+    mu: float,
+    decay: float,
+) -> None:
+    """One quickprop step, in place on ``weights``, ``delta`` and ``prev_slope``.
+
+    ``slope`` is dE/dw of the quantity being *minimised* (shape of ``weights``); it is
+    consumed (overwritten) to save an allocation.
+    """
+    s = slope
+    if decay:
+        s.add_(weights, alpha=decay)
+    shrink = mu / (1.0 + mu)
+    sgn = torch.sign(delta)
+    step = torch.where(sgn * s <= 0, s * -epsilon, 0.0)
+    grow = torch.where(
+        sgn * (s - prev_slope * shrink) <= 0,
+        delta * mu,
+        delta * s / (prev_slope - s),
+    )
+    step.add_(grow)
+    weights.add_(step)
+    delta.copy_(step)
+    prev_slope.copy_(s)
+
+
+def quickprop_reference(w, d, p, s, epsilon, mu, decay):
+    """Scalar transcription of ``cascor1.c`` QUICKPROP_UPDATE, for oracle tests.
+
+    Returns the new (weight, delta, prev_slope).
+    """
+    s = s + decay * w
+    shrink = mu / (1.0 + mu)
+    step = 0.0
+    if d < 0.0:
+        if s > 0.0:
+            step -= epsilon * s
+        step += mu * d if s >= shrink * p else d * s / (p - s)
+    elif d > 0.0:
+        if s < 0.0:
+            step -= epsilon * s
+        step += mu * d if s <= shrink * p else d * s / (p - s)
+    else:
+        step -= epsilon * s
+    return w + step, step, s
+
+
+class QuickpropSlots:
+    """The per-weight memory of quickprop for one weight matrix, with spare columns.
+
+    Columns beyond ``width`` are preallocated room for weights of units not yet installed,
+    so installing a unit never reallocates (and never changes the memory layout the BLAS
+    kernels see, which keeps resumed runs bit-identical).
+    """
+
+    def __init__(self, rows: int, capacity: int, width: int):
+        self.delta = torch.zeros(rows, capacity)
+        self.prev_slope = torch.zeros(rows, capacity)
+        self.width = width
+
+    def views(self) -> tuple[Tensor, Tensor]:
+        return self.delta[:, : self.width], self.prev_slope[:, : self.width]
+
+    def grow(self) -> None:
+        """Open one more column (a newly installed unit) with fresh, zero slots."""
+        self.delta[:, self.width] = 0.0
+        self.prev_slope[:, self.width] = 0.0
+        self.width += 1
+
+    def state_dict(self) -> dict:
+        d, p = self.views()
+        return {"delta": d.clone(), "prev_slope": p.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        d, p = self.views()
+        for key, dst in (("delta", d), ("prev_slope", p)):
+            src = state.get(key)
+            if not isinstance(src, Tensor) or tuple(src.shape) != tuple(dst.shape):
+                found = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
+                raise StateError(
+                    f"quickprop slot {key!r}: expected a tensor of shape {tuple(dst.shape)}, "
+                    f"found {found}"
+                )
+            dst.copy_(src)

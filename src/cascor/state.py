@@ -1,0 +1,163 @@
+"""TrainState: the one tree that holds everything the next training step reads.
+
+Nothing that influences training lives outside it (the engine's buffers are caches derived
+from this tree and the data), so a snapshot is this tree written down and a resume is this
+tree read back: no re-seeding, no extra output pass, no rebuilt optimizer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+
+import torch
+
+from .candidates import CandidatePool
+from .config import CascorConfig
+from .errors import StateError
+from .history import History
+from .network import CascadeNetwork
+from .quickprop import QuickpropSlots
+
+PHASES = ("output", "candidates", "done")
+STATUSES = ("running", "solved", "max_units")
+
+
+@dataclass
+class PhaseState:
+    """Where the phase machine stands; mirrors the locals of cascor1.c's TRAIN_OUTPUTS/TRAIN_INPUTS."""
+
+    name: str = "output"
+    passes: int = 0  # epochs run in this phase (the measuring epoch included)
+    updates: int = 0  # output: weight updates; candidates: training epochs
+    first: bool = True  # no reference error/score recorded yet
+    last: float = 0.0  # error or score at the last significant change
+    quit: int = 0  # patience deadline (in updates / training epochs)
+
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = [f.name for f in fields(self) if f.name not in state]
+        if missing:
+            raise StateError(f"phase state is missing {', '.join(missing)}")
+        if state["name"] not in PHASES:
+            raise StateError(f"phase name must be one of {PHASES}; found {state['name']!r}")
+        self.name = str(state["name"])
+        self.passes, self.updates, self.quit = (int(state[k]) for k in ("passes", "updates", "quit"))
+        self.first = bool(state["first"])
+        self.last = float(state["last"])
+
+
+@dataclass
+class Counters:
+    epoch: int = 0  # output epochs + candidate epochs, as the paper counts
+    output_epochs: int = 0
+    candidate_epochs: int = 0
+    true_error: float = float("nan")  # of the last output pass
+    error_bits: int = -1
+    error_index: float = float("nan")
+
+    state_dict = PhaseState.state_dict
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            if f.name not in state:
+                raise StateError(f"counters are missing {f.name!r}")
+            setattr(self, f.name, type(getattr(self, f.name))(state[f.name]))
+
+
+class TrainState:
+    """The whole training state. Create with :func:`new_state` or :meth:`from_state_dict`."""
+
+    def __init__(self, config: CascorConfig, n_inputs: int, n_outputs: int, n_patterns: int, run_id: str):
+        self.config = config
+        self.run_id = run_id
+        self.n_patterns = n_patterns
+        self.network = CascadeNetwork(n_inputs, n_outputs, config.output_activation, config.max_units)
+        fan_in = self.network.fan_in
+        self.output_slots = QuickpropSlots(n_outputs, fan_in + config.max_units, fan_in)
+        self.phase = PhaseState(quit=config.output_patience)
+        self.pool: CandidatePool | None = None
+        # Residual of the latest output pass; the candidate phase correlates with it.
+        self.errors = torch.zeros(n_patterns, n_outputs)  # (out - target) * f'(net)
+        self.diffs = torch.zeros(n_patterns, n_outputs)  # out - target
+        self.counters = Counters()
+        self.status = "running"
+        self.generator = torch.Generator()
+        self.generator.manual_seed(config.seed)
+        self.history = History()
+
+    def new_pool(self) -> CandidatePool:
+        cfg = self.config
+        return CandidatePool(
+            cfg.candidate_plan(),
+            self.network.fan_in,
+            self.network.n_outputs,
+            self.n_patterns,
+            cascade2=cfg.candidate_score == "cascade2",
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.phase.name == "done"
+
+    # -- state tree ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "run_id": self.run_id,
+            "n_patterns": self.n_patterns,
+            "status": self.status,
+            "network": self.network.state_dict(),
+            "output_slots": self.output_slots.state_dict(),
+            "phase": self.phase.state_dict(),
+            "counters": self.counters.state_dict(),
+            "pool": None if self.pool is None else self.pool.state_dict(),
+            "errors": self.errors.clone(),
+            "diffs": self.diffs.clone(),
+            "generator": self.generator.get_state().clone(),
+            "history": self.history.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "TrainState":
+        try:
+            config = CascorConfig.from_dict(dict(state["config"]))
+            net_state = state["network"]
+            obj = cls(config, int(net_state["n_inputs"]), int(net_state["n_outputs"]),
+                      int(state["n_patterns"]), str(state["run_id"]))
+            obj.network = CascadeNetwork.from_state_dict(net_state, capacity=config.max_units)
+            fan_in = obj.network.fan_in
+            obj.output_slots = QuickpropSlots(obj.network.n_outputs, 1 + obj.network.n_inputs + config.max_units, fan_in)
+            obj.output_slots.load_state_dict(state["output_slots"])
+            obj.phase.load_state_dict(state["phase"])
+            obj.counters.load_state_dict(state["counters"])
+            if state["status"] not in STATUSES:
+                raise StateError(f"status must be one of {STATUSES}; found {state['status']!r}")
+            obj.status = str(state["status"])
+            for name in ("errors", "diffs"):
+                src = state[name]
+                dst = getattr(obj, name)
+                if tuple(src.shape) != tuple(dst.shape):
+                    raise StateError(f"{name}: expected shape {tuple(dst.shape)}, found {tuple(src.shape)}")
+                dst.copy_(src)
+            obj.generator.set_state(state["generator"])
+            obj.history.load_state_dict(state["history"])
+            if state["pool"] is not None:
+                if obj.phase.name != "candidates":
+                    raise StateError(f"a candidate pool is present but the phase is {obj.phase.name!r}")
+                obj.pool = obj.new_pool()
+                obj.pool.load_state_dict(state["pool"])
+        except KeyError as exc:
+            raise StateError(f"state is missing {exc}") from None
+        return obj
+
+
+def new_state(config: CascorConfig, n_inputs: int, n_outputs: int, n_patterns: int) -> TrainState:
+    """A fresh run: no hidden units, output weights uniform in [-range, range) from the run's generator."""
+    state = TrainState(config, n_inputs, n_outputs, n_patterns, uuid.uuid4().hex)
+    w = state.network.output_weights
+    wr = config.weight_range
+    w.copy_(torch.rand(w.shape, generator=state.generator) * (2 * wr) - wr)
+    return state

@@ -1,0 +1,67 @@
+"""The loop around ``Engine.step``: when to stop, whom to tell.
+
+Kept apart from the engine so that stopping rules (epoch budgets, a signal, a snapshot
+policy) never leak into the algorithm: the engine only knows how to run one epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+from .config import CascorConfig
+from .engine import Engine, as_training_tensors
+from .state import TrainState, new_state
+
+# A callback sees the engine and the event of the step just run; returning True stops the run
+# at this epoch boundary.
+Callback = Callable[[Engine, str], Optional[bool]]
+
+
+@dataclass
+class RunReport:
+    finished: bool  # the state machine reached 'done'
+    stopped_early: bool  # a callback or a budget stopped it at an epoch boundary
+    steps: int
+    seconds: float  # wall time inside the training loop only
+
+
+def start(config: CascorConfig, X, Y) -> Engine:
+    """A fresh run on (X, Y)."""
+    X, Y = as_training_tensors(X, Y)
+    state = new_state(config, X.shape[1], Y.shape[1], X.shape[0])
+    return Engine(state, X, Y)
+
+
+def resume(state: TrainState, X, Y) -> Engine:
+    """Continue a run from its state tree; nothing is re-initialised."""
+    return Engine(state, X, Y)
+
+
+def run(
+    engine: Engine,
+    *,
+    stop_at_epoch: int | None = None,
+    max_steps: int | None = None,
+    callbacks: Iterable[Callback] = (),
+) -> RunReport:
+    """Step until the run is done, ``stop_at_epoch`` is reached, or a callback says stop."""
+    callbacks = tuple(callbacks)
+    steps = 0
+    stopped = False
+    t0 = time.perf_counter()
+    state = engine.state
+    while not state.done:
+        if stop_at_epoch is not None and state.counters.epoch >= stop_at_epoch:
+            stopped = True
+            break
+        if max_steps is not None and steps >= max_steps:
+            stopped = True
+            break
+        event = engine.step()
+        steps += 1
+        if any([cb(engine, event) for cb in callbacks]):
+            stopped = not state.done
+            break
+    return RunReport(state.done, stopped, steps, time.perf_counter() - t0)

@@ -240,13 +240,25 @@ PRESETS: dict[str, CascorConfig] = {
     ),
     # FANN 2.2's Cascade 2 defaults: error-minimising candidates, 80 mixed units.
     "fann-cascade2": _fann_cascade2(),
-    # For new users: Fahlman's spirals parameters with a mixed sigmoid/Gaussian pool.
+    # Gaussian units for N-bit parity (the paper's parity runs); patience tuned on 2..8 bits.
+    "parity": CascorConfig(
+        output_epsilon=1.0,
+        input_epsilon=10.0,
+        output_patience=6,
+        input_patience=5,
+        candidate_activations=("gaussian",),
+        pool_size=16,
+        score_threshold=0.4,
+    ),
+    # For new users: Fahlman's spirals parameters with a mixed pool (sigmoid, Gaussian and
+    # periodic units at two steepnesses), which needs about half the units of a sigmoid pool.
     "default": CascorConfig(
         output_epsilon=1.0,
         input_epsilon=100.0,
         output_patience=12,
-        candidate_activations=("symmetric_sigmoid", "gaussian"),
-        pool_size=16,
+        candidate_activations=("symmetric_sigmoid", "gaussian", "sin_symmetric", "cos_symmetric"),
+        candidate_steepnesses=(0.5, 1.0),
+        pool_size=32,
         score_threshold=0.4,
         max_units=100,
     ),

@@ -1,39 +1,51 @@
-"""cascor: Cascade-Correlation networks whose training can stop and resume bit-exactly."""
+"""cascor: Cascade-Correlation networks whose training can stop and resume bit-exactly.
 
-from .config import PRESETS, CascorConfig, preset
-from .errors import (
-    CascorError,
-    ConfigError,
-    CorruptSnapshotError,
-    DataError,
-    IncompatibleSnapshotError,
-    SnapshotError,
-    StateError,
-    UnsafeSnapshotError,
-)
-from .network import CascadeNetwork
-from .state import TrainState, new_state
-from .trainer import resume, run, start
+The public names are imported lazily so that ``cascor snapshot inspect`` / ``verify`` and
+other torch-free tools start fast: importing ``cascor`` itself does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CascadeNetwork",
-    "CascorConfig",
-    "CascorError",
-    "ConfigError",
-    "CorruptSnapshotError",
-    "DataError",
-    "IncompatibleSnapshotError",
-    "PRESETS",
-    "SnapshotError",
-    "StateError",
-    "TrainState",
-    "UnsafeSnapshotError",
-    "__version__",
-    "new_state",
-    "preset",
-    "resume",
-    "run",
-    "start",
-]
+_EXPORTS = {
+    "CascorConfig": "config",
+    "PRESETS": "config",
+    "preset": "config",
+    "CascorError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "StateError": "errors",
+    "SnapshotError": "errors",
+    "CorruptSnapshotError": "errors",
+    "IncompatibleSnapshotError": "errors",
+    "UnsafeSnapshotError": "errors",
+    "CascadeNetwork": "network",
+    "TrainState": "state",
+    "new_state": "state",
+    "start": "trainer",
+    "resume": "trainer",
+    "run": "trainer",
+    "CascorClassifier": "sklearn",
+    "CascorRegressor": "sklearn",
+    "save": "snapshot",
+    "load": "snapshot",
+    "verify": "snapshot",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cascor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .activations import get_activation
+from .kernels import get_activation
 from .errors import StateError
 from .quickprop import QuickpropSlots, quickprop_update
 

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .activations import get_activation
+from .kernels import get_activation
 from .errors import DataError
 from .network import HiddenUnit, unit_column
 from .quickprop import quickprop_update

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .activations import get_activation
+from .kernels import get_activation
 from .errors import StateError
 
 Tensor = torch.Tensor

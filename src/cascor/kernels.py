@@ -1,0 +1,170 @@
+"""The activation kernels behind the names in :mod:`cascor.activations`.
+
+Each activation writes its value and its derivative into caller-owned buffers (the candidate
+pool preallocates them), and takes the derivative from the value where it can, as
+``cascor1.c`` does. Steepness is applied by the caller (it scales the net input and the
+derivative), so one function serves every steepness of a mixed pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .activations import ACTIVATION_SPECS, check_activation
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A unit type: value and derivative kernels plus the range targets should use."""
+
+    name: str
+    forward: Callable[[Tensor, Tensor], None]  # (net, out) -> out[:] = f(net)
+    prime: Callable[[Tensor, Tensor, Tensor], None]  # (value, net, out) -> out[:] = f'(net)
+    low: float
+    high: float
+    sigmoid_like: bool
+
+
+def _sym_sigmoid(s, out):
+    torch.sigmoid(s, out=out)
+    out.sub_(0.5)
+
+
+def _sym_sigmoid_prime(v, s, out):
+    torch.mul(v, v, out=out)
+    out.neg_().add_(0.25)
+
+
+def _asym_sigmoid(s, out):
+    torch.sigmoid(s, out=out)
+
+
+def _asym_sigmoid_prime(v, s, out):
+    torch.mul(v, v, out=out)
+    out.neg_().add_(v)
+
+
+def _tanh(s, out):
+    torch.tanh(s, out=out)
+
+
+def _tanh_prime(v, s, out):
+    torch.mul(v, v, out=out)
+    out.neg_().add_(1.0)
+
+
+def _gaussian(s, out):
+    torch.mul(s, s, out=out)
+    out.mul_(-0.5).exp_()
+
+
+def _gaussian_prime(v, s, out):
+    torch.mul(s, v, out=out)
+    out.neg_()
+
+
+def _gaussian_sym(s, out):
+    torch.mul(s, s, out=out)
+    out.neg_().exp_().mul_(2.0).sub_(1.0)
+
+
+def _gaussian_sym_prime(v, s, out):
+    torch.add(v, 1.0, out=out)
+    out.mul_(s).mul_(-2.0)
+
+
+def _linear(s, out):
+    out.copy_(s)
+
+
+def _linear_prime(v, s, out):
+    out.fill_(1.0)
+
+
+def _elliot(s, out):
+    torch.abs(s, out=out)
+    out.add_(1.0).reciprocal_().mul_(s).mul_(0.5).add_(0.5)
+
+
+def _elliot_prime(v, s, out):
+    torch.abs(s, out=out)
+    out.add_(1.0).square_().reciprocal_().mul_(0.5)
+
+
+def _elliot_sym(s, out):
+    torch.abs(s, out=out)
+    out.add_(1.0).reciprocal_().mul_(s)
+
+
+def _elliot_sym_prime(v, s, out):
+    torch.abs(s, out=out)
+    out.add_(1.0).square_().reciprocal_()
+
+
+def _sin(s, out):
+    torch.sin(s, out=out)
+    out.mul_(0.5).add_(0.5)
+
+
+def _sin_prime(v, s, out):
+    torch.cos(s, out=out)
+    out.mul_(0.5)
+
+
+def _sin_sym(s, out):
+    torch.sin(s, out=out)
+
+
+def _sin_sym_prime(v, s, out):
+    torch.cos(s, out=out)
+
+
+def _cos(s, out):
+    torch.cos(s, out=out)
+    out.mul_(0.5).add_(0.5)
+
+
+def _cos_prime(v, s, out):
+    torch.sin(s, out=out)
+    out.mul_(-0.5)
+
+
+def _cos_sym(s, out):
+    torch.cos(s, out=out)
+
+
+def _cos_sym_prime(v, s, out):
+    torch.sin(s, out=out)
+    out.neg_()
+
+
+_KERNELS = {
+    "symmetric_sigmoid": (_sym_sigmoid, _sym_sigmoid_prime),
+    "asymmetric_sigmoid": (_asym_sigmoid, _asym_sigmoid_prime),
+    "tanh": (_tanh, _tanh_prime),
+    "gaussian": (_gaussian, _gaussian_prime),
+    "gaussian_symmetric": (_gaussian_sym, _gaussian_sym_prime),
+    "linear": (_linear, _linear_prime),
+    "elliot": (_elliot, _elliot_prime),
+    "elliot_symmetric": (_elliot_sym, _elliot_sym_prime),
+    "sin": (_sin, _sin_prime),
+    "sin_symmetric": (_sin_sym, _sin_sym_prime),
+    "cos": (_cos, _cos_prime),
+    "cos_symmetric": (_cos_sym, _cos_sym_prime),
+}
+assert set(_KERNELS) == set(ACTIVATION_SPECS), "every named activation needs kernels"
+
+_REGISTRY = {
+    name: Activation(name, *_KERNELS[name], spec.low, spec.high, spec.sigmoid_like)
+    for name, spec in ACTIVATION_SPECS.items()
+}
+
+
+def get_activation(name: str) -> Activation:
+    """The kernels of a registered activation; unknown names raise ConfigError."""
+    return _REGISTRY[check_activation(name)]

@@ -14,6 +14,7 @@ the limit; install the best candidate; repeat.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -48,6 +49,15 @@ def as_training_tensors(X, Y) -> tuple[Tensor, Tensor]:
     return X.contiguous(), Y.contiguous()
 
 
+def data_digest(X: Tensor, Y: Tensor) -> str:
+    """SHA-256 of the training data as the engine sees it (float32, C order, with shapes)."""
+    h = hashlib.sha256()
+    for t in (X, Y):
+        h.update(f"{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class Engine:
     """Advances a :class:`TrainState` on fixed training data, one epoch per :meth:`step`."""
 
@@ -58,6 +68,14 @@ class Engine:
             raise DataError(
                 f"data shape {tuple(X.shape)} -> {tuple(Y.shape)} does not match the run "
                 f"({state.n_patterns} patterns, {net.n_inputs} inputs, {net.n_outputs} outputs)"
+            )
+        digest = data_digest(X, Y)
+        if not state.data_digest:
+            state.data_digest = digest
+        elif state.data_digest != digest:
+            raise DataError(
+                f"the data differs from the data this run was trained on (sha256 {digest[:12]}... vs "
+                f"{state.data_digest[:12]}...); resume with the same dataset or file"
             )
         self.state = state
         self.X, self.Y = X, Y

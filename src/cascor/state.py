@@ -87,6 +87,10 @@ class TrainState:
         self.generator = torch.Generator()
         self.generator.manual_seed(config.seed)
         self.history = History()
+        # What the outputs mean (task, class labels) and a fingerprint of the training data,
+        # so a resume on different data is refused instead of silently diverging.
+        self.targets: dict = {"task": "regression", "classes": None}
+        self.data_digest = ""
 
     def new_pool(self) -> CandidatePool:
         cfg = self.config
@@ -118,6 +122,8 @@ class TrainState:
             "diffs": self.diffs.clone(),
             "generator": self.generator.get_state().clone(),
             "history": self.history.state_dict(),
+            "targets": dict(self.targets),
+            "data_digest": self.data_digest,
         }
 
     @classmethod
@@ -144,6 +150,8 @@ class TrainState:
                 dst.copy_(src)
             obj.generator.set_state(state["generator"])
             obj.history.load_state_dict(state["history"])
+            obj.targets = dict(state["targets"])
+            obj.data_digest = str(state["data_digest"])
             if state["pool"] is not None:
                 if obj.phase.name != "candidates":
                     raise StateError(f"a candidate pool is present but the phase is {obj.phase.name!r}")

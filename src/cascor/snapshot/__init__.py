@@ -56,7 +56,6 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
                 arrays[f"pool/{key}"] = _np(pool[key]).astype(fmt.F4)
         arrays["pool/steepness"] = _np(pool["steepnesses"]).astype(fmt.F8)
     meta = {
-        "run_id": state_dict["run_id"],
         "status": state_dict["status"],
         "n_inputs": int(net["n_inputs"]),
         "n_outputs": int(net["n_outputs"]),
@@ -69,6 +68,8 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
         "generator_bytes": int(arrays["rng/generator"].size),
         "history_epochs": int(arrays["history/epoch"].size),
         "history_unit_activations": list(hist["units"]["activation"]),
+        "targets": state_dict["targets"],
+        "data_digest": state_dict["data_digest"],
     }
     return meta, arrays
 
@@ -104,7 +105,7 @@ def decode_state(raw: RawSnapshot) -> dict:
     }
     return {
         "config": raw.config,
-        "run_id": m["run_id"],
+        "run_id": raw.attrs["run_id"],
         "n_patterns": m["n_patterns"],
         "status": m["status"],
         "network": {"n_inputs": I, "n_outputs": m["n_outputs"], "output_activation": m["output_activation"],
@@ -117,6 +118,8 @@ def decode_state(raw: RawSnapshot) -> dict:
         "diffs": t("residual/diffs"),
         "generator": t("rng/generator"),
         "history": history,
+        "targets": m["targets"],
+        "data_digest": m["data_digest"],
     }
 
 
@@ -130,20 +133,25 @@ class Snapshot:
         self.content_digest = raw.attrs["content_digest"]
         self.counter = int(raw.attrs["snapshot_counter"])
         self.backend = dict(raw.runtime.get("backend") or DEFAULT_BACKEND)
+        self.data_source = raw.runtime.get("data")
 
     def restore_globals(self, numpy_generators: dict | None = None) -> None:
         restore(self.raw.runtime.get("globals") or {}, self.raw.arrays, numpy_generators)
 
 
 def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
-         numpy_generators: dict | None = None) -> str:
-    """Write ``state`` to ``path`` atomically; returns the content digest."""
+         data_source: dict | None = None, numpy_generators: dict | None = None) -> str:
+    """Write ``state`` to ``path`` atomically; returns the content digest.
+
+    ``data_source`` tells ``cascor resume`` where the training data came from (a dataset
+    name or a file); the data's SHA-256 is part of the state, so a changed file is refused.
+    """
     from .. import __version__
 
     config = state.config.to_dict()
     meta, arrays = encode_state(state.state_dict())
     glob, glob_arrays = capture(numpy_generators)
-    runtime = {"globals": glob, "backend": dict(backend or DEFAULT_BACKEND)}
+    runtime = {"globals": glob, "backend": dict(backend or DEFAULT_BACKEND), "data": data_source}
     if runtime["backend"].get("scheduler") and "@" in str(runtime["backend"]["scheduler"]):
         raise SnapshotError("the scheduler address must not carry credentials")
     arrays.update(glob_arrays)
@@ -154,6 +162,7 @@ def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend
         "format": fmt.FORMAT_NAME,
         "format_version": fmt.version_string(),
         "library_version": __version__,
+        "run_id": state.run_id,
         "snapshot_counter": int(counter),
         "parent_digest": parent_digest,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -212,7 +221,7 @@ def inspect(path: str, limits: Limits = Limits()) -> dict:
         "format": raw.attrs["format"],
         "format_version": raw.attrs["format_version"],
         "library_version": raw.attrs["library_version"],
-        "run_id": m["run_id"],
+        "run_id": raw.attrs["run_id"],
         "snapshot_counter": int(raw.attrs["snapshot_counter"]),
         "parent_digest": raw.attrs["parent_digest"],
         "content_digest": raw.attrs["content_digest"],
@@ -229,3 +238,17 @@ def inspect(path: str, limits: Limits = Limits()) -> dict:
         "backend": raw.runtime.get("backend"),
         "config": raw.config,
     }
+
+
+def upgrade(path: str, out: str) -> str:
+    """Migrate ``path`` to the current format and write it to ``out`` atomically (torch-free)."""
+    raw = migrate(read_snapshot(path))
+    _check_semantics(raw)
+    arrays = dict(raw.arrays)
+    arrays["meta"] = fmt.encode_json(raw.meta)
+    arrays["config"] = fmt.encode_json(raw.config)
+    arrays["runtime/meta"] = fmt.encode_json(raw.runtime)
+    attrs = {k: v for k, v in raw.attrs.items() if k != "content_digest"}
+    attrs["format_version"] = fmt.version_string()
+    write_snapshot(out, arrays, attrs)
+    return fmt.version_string()

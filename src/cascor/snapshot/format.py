@@ -27,6 +27,7 @@ ROOT_ATTRS = (
     "format",
     "format_version",
     "library_version",
+    "run_id",
     "snapshot_counter",
     "parent_digest",
     "created",

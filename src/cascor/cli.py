@@ -1,0 +1,391 @@
+"""The ``cascor`` command line. The only module that prints.
+
+Exit codes: 0 success (for ``snapshot diff``: identical), 1 a cascor error (invalid data,
+config or snapshot; for ``diff``: different), 2 usage. User errors print one line, never a
+traceback. Torch is imported only by the commands that train or evaluate, so ``snapshot
+inspect`` and ``snapshot verify`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import click
+
+from .errors import CascorError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CascorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(_json_safe(summary), sort_keys=True))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cascor")
+def main():
+    """Cascade-Correlation networks with bit-exact, verified HDF5 snapshots."""
+
+
+def _progress(quiet: bool):
+    """A tqdm bar on stderr, only when stderr is a terminal (quiet when piped)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(unit="epoch", leave=False, file=sys.stderr)
+
+    def callback(engine, event):
+        st = engine.state
+        bar.update(st.counters.epoch - bar.n)
+        bar.set_postfix(units=st.network.n_hidden, phase=st.phase.name[:4], bits=st.counters.error_bits, refresh=False)
+
+    callback.bar = bar
+    return callback
+
+
+def _summary_lines(s: dict) -> list[str]:
+    state = "solved" if s["solved"] else ("stopped" if not s["finished"] else s["status"])
+    lines = [
+        f"{state}: {s['hidden_units']} hidden units, {s['epochs']} epochs "
+        f"({s['output_epochs']} output + {s['candidate_epochs']} candidate), {s['train_seconds']:.3f} s",
+    ]
+    if "train_accuracy" in s:
+        lines.append(f"train accuracy {s['train_accuracy']:.4f}"
+                     + (f", test accuracy {s['test_accuracy']:.4f}" if "test_accuracy" in s else ""))
+    if "train_rmse" in s:
+        lines.append(f"train RMSE {s['train_rmse']:.4f}, R^2 {s['train_r2']:.4f}"
+                     + (f"; test RMSE {s['test_rmse']:.4f}" if "test_rmse" in s else ""))
+    lines.append(f"snapshot: {s['snapshot']}")
+    return lines
+
+
+def _train_options(f):
+    for opt in reversed([
+        click.option("--stop-after", type=click.IntRange(min=0), default=None,
+                     help="Stop at this epoch boundary, save a snapshot, exit 0."),
+        click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Snapshot every N epochs (0: only at unit installs and at the end)."),
+        click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Keep only the newest N checkpoints (0: keep all)."),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@click.option("--dataset", help="Built-in dataset (two-spirals, xor, parity2..8, spirals, iris, wine, ...).")
+@click.option("--data", type=click.Path(dir_okay=False), help="CSV or NPZ file.")
+@click.option("--target", default=None, help="CSV target column (name or index; default: last).")
+@click.option("--preset", default="default", show_default=True, help="Parameter preset.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed of every random stream.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--resume", "resume_flag", is_flag=True, help="Continue from OUT/latest.h5 if it exists.")
+@_train_options
+def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_after, checkpoint_every, keep_last,
+          as_json, quiet):
+    """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
+    from . import config as cfgmod
+    from . import workflow
+
+    latest = os.path.join(out, "latest.h5")
+    if resume_flag and os.path.exists(latest):
+        _resume(latest, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet)
+        return
+    from .trainer import start
+
+    ds, source = workflow.load_data(dataset, data, target)
+    cfg = cfgmod.preset(preset).with_overrides(sets)
+    if seed is not None:
+        cfg = cfg.replace(seed=seed)
+    explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
+    cfg = workflow.adapt_config(cfg, ds, explicit)
+    X, Y, info = workflow.targets_for(ds, cfg)
+    engine = start(cfg, X, Y)
+    engine.state.targets = info
+    _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet)
+
+
+def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, **kw):
+    from . import workflow
+
+    progress = _progress(quiet)
+    try:
+        outcome = workflow.run_directory(engine, out, data_source=source, stop_after=stop_after,
+                                         checkpoint_every=checkpoint_every, keep_last=keep_last,
+                                         callbacks=(progress,) if progress else (), **kw)
+    finally:
+        if progress:
+            progress.bar.close()
+    summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot)
+    _emit(summary, as_json, _summary_lines(summary))
+
+
+def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet):
+    from . import snapshot as snap
+    from . import workflow
+    from .trainer import resume as resume_engine
+
+    loaded = snap.load(snapshot)
+    if dataset or data:
+        ds, source = workflow.load_data(dataset, data, target)
+    else:
+        source = loaded.data_source
+        ds = workflow.load_source(source)
+    X, Y, _ = workflow.targets_for(ds, loaded.state.config)
+    engine = resume_engine(loaded.state, X, Y)
+    _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
+         protect={os.path.abspath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest)
+
+
+@main.command()
+@click.argument("snapshot", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory for the continuation.")
+@click.option("--dataset", help="Override the recorded dataset.")
+@click.option("--data", type=click.Path(dir_okay=False), help="Override the recorded data file.")
+@click.option("--target", default=None)
+@_train_options
+def resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet):
+    """Continue a run from SNAPSHOT exactly where it stopped."""
+    _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet)
+
+
+@main.command()
+@click.argument("snapshot", type=click.Path(dir_okay=False))
+@click.option("--dataset")
+@click.option("--data", type=click.Path(dir_okay=False))
+@click.option("--target", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(snapshot, dataset, data, target, as_json):
+    """Score the network in SNAPSHOT on a dataset (train split, and test split if it has one)."""
+    from . import snapshot as snap
+    from . import workflow
+
+    loaded = snap.load(snapshot)
+    st = loaded.state
+    ds, _ = workflow.load_data(dataset, data, target) if (dataset or data) else (workflow.load_source(loaded.data_source), None)
+    if ds.X.shape[1] != st.network.n_inputs:
+        from .errors import DataError
+
+        raise DataError(f"the network has {st.network.n_inputs} inputs but the data has {ds.X.shape[1]} features")
+    result = {"hidden_units": st.network.n_hidden, "status": st.status}
+    result.update({f"train_{k}": v for k, v in workflow.score(st.network, st.targets, ds.X, ds.y).items()})
+    if ds.X_test is not None:
+        result.update({f"test_{k}": v for k, v in workflow.score(st.network, st.targets, ds.X_test, ds.y_test).items()})
+    lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()]
+    _emit(result, as_json, [] if as_json else lines)
+
+
+@main.command()
+@click.argument("snapshot", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--kind", type=click.Choice(["boundary", "history", "network"]), default="boundary", show_default=True)
+def plot(snapshot, out, kind):
+    """Draw the decision boundary, the learning curve, or the cascade."""
+    from . import plotting
+    from . import snapshot as snap
+    from . import workflow
+
+    st = snap.load(snapshot).state
+    _plot(st, kind, out, lambda: workflow.load_source(snap.load(snapshot).data_source))
+    click.echo(out)
+
+
+def _plot(state, kind, out, dataset_fn):
+    from . import plotting
+    from .errors import DataError
+
+    if kind == "history":
+        plotting.plot_history(state.history.to_dict(), out)
+    elif kind == "network":
+        plotting.plot_network(state.network, out)
+    else:
+        if state.network.n_inputs != 2:
+            raise DataError(f"a decision boundary needs a 2-input network; this one has {state.network.n_inputs}")
+        ds = dataset_fn()
+        plotting.plot_boundary(state.network, ds.X, ds.y, out)
+
+
+@main.command()
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--preset", default="fahlman-spirals", show_default=True)
+def demo(out, seed, preset):
+    """Two-spirals end to end: train, stop part-way, resume in a fresh process, compare, plot."""
+    from .demo import run_demo
+
+    ok = run_demo(out, seed, preset, echo=click.echo)
+    if not ok:
+        raise SystemExit(1)
+
+
+@main.group(cls=_Group)
+def snapshot():
+    """Inspect, verify, compare, upgrade and prune snapshot files."""
+
+
+def _fail(msg: str, as_json: bool, path: str) -> None:
+    if as_json:
+        click.echo(json.dumps({"path": path, "valid": False, "error": msg}))
+    else:
+        click.echo(f"INVALID {path}: {msg}", err=True)
+    raise SystemExit(1)
+
+
+@snapshot.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_inspect(path, as_json):
+    """Summarise a snapshot from its metadata (does not import torch)."""
+    from .snapshot import inspect as inspect_snapshot
+    from .errors import SnapshotError
+
+    try:
+        info = inspect_snapshot(path)
+    except SnapshotError as exc:
+        _fail(str(exc), as_json, path)
+    if as_json:
+        click.echo(json.dumps(_json_safe(info), sort_keys=True))
+        return
+    for key, value in info.items():
+        if key != "config":
+            click.echo(f"{key:18} {value}")
+    click.echo("config             " + json.dumps(info["config"], sort_keys=True))
+
+
+@snapshot.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_verify(paths, as_json):
+    """Check every digest, the structure and the shapes (does not import torch)."""
+    from .snapshot import verify as verify_snapshot
+    from .errors import SnapshotError
+
+    bad = 0
+    for path in paths:
+        try:
+            raw = verify_snapshot(path)
+            result = {"path": path, "valid": True, "content_digest": raw.attrs["content_digest"]}
+        except SnapshotError as exc:
+            bad += 1
+            result = {"path": path, "valid": False, "error": str(exc)}
+        if as_json:
+            click.echo(json.dumps(result, sort_keys=True))
+        elif result["valid"]:
+            click.echo(f"OK {path} {result['content_digest']}")
+        else:
+            click.echo(f"INVALID {path}: {result['error']}", err=True)
+    raise SystemExit(1 if bad else 0)
+
+
+@snapshot.command("diff")
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_diff(a, b, as_json):
+    """Compare two snapshots by content; exit 0 if identical, 1 if different."""
+    from .snapshot.diff import diff_snapshots
+
+    report = diff_snapshots(a, b)
+    if as_json:
+        click.echo(json.dumps(_json_safe(report), sort_keys=True))
+    else:
+        for line in report["lines"]:
+            click.echo(line)
+    raise SystemExit(0 if report["identical"] else 1)
+
+
+@snapshot.command("upgrade")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write here instead of in place.")
+def snapshot_upgrade(path, out):
+    """Rewrite a snapshot in the current format version (atomically)."""
+    from .snapshot import upgrade
+
+    version = upgrade(path, out or path)
+    click.echo(f"{out or path}: format {version}")
+
+
+@snapshot.command("list")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_list(directory, as_json):
+    """List a run directory's snapshots with epoch, units and digest (torch-free)."""
+    from .snapshot import inspect as inspect_snapshot
+    from .errors import SnapshotError
+
+    rows = []
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".h5"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            info = inspect_snapshot(path)
+            rows.append({"name": name, "valid": True, "epoch": info["epoch"], "hidden_units": info["hidden_units"],
+                         "phase": info["phase"], "status": info["status"], "content_digest": info["content_digest"],
+                         "link": os.readlink(path) if os.path.islink(path) else None})
+        except SnapshotError as exc:
+            rows.append({"name": name, "valid": False, "error": str(exc)})
+    if as_json:
+        click.echo(json.dumps(rows, sort_keys=True))
+        return
+    for r in rows:
+        if r["valid"]:
+            link = f" -> {r['link']}" if r["link"] else ""
+            click.echo(f"{r['name']:22} epoch {r['epoch']:>6}  units {r['hidden_units']:>3}  {r['phase']:10} "
+                       f"{r['status']:9} {r['content_digest'][:16]}{link}")
+        else:
+            click.echo(f"{r['name']:22} INVALID: {r['error']}")
+
+
+@snapshot.command("prune")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--keep-last", type=click.IntRange(min=0), default=0)
+@click.option("--keep-every", type=click.IntRange(min=0), default=0)
+@click.option("--json", "as_json", is_flag=True)
+def snapshot_prune(directory, keep_last, keep_every, as_json):
+    """Delete checkpoints outside the retention rule (never the newest or the one latest.h5 names)."""
+    from .snapshot.manager import Retention, list_checkpoints, select_keep
+
+    infos = [type(i)(os.path.abspath(i.path), i.epoch) for i in list_checkpoints(directory)]
+    link = os.path.join(directory, "latest.h5")
+    protect = {os.path.realpath(link)} if os.path.islink(link) else set()
+    keep = select_keep(infos, Retention(keep_last=keep_last, keep_every=keep_every), protect)
+    removed = [i.path for i in infos if i.path not in keep]
+    for p in removed:
+        os.remove(p)
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "kept": sorted(keep)}))
+    else:
+        for p in removed:
+            click.echo(f"removed {p}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

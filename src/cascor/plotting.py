@@ -1,0 +1,89 @@
+"""Figures: decision boundary, learning curve, and a drawing of the cascade (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_boundary(network, X, y, path: str, title: str = "") -> None:
+    """Shade the network's output over the input plane (2-D problems only) and overlay the data."""
+    import torch
+
+    X = np.asarray(X, dtype=np.float64)
+    if X.shape[1] != 2:
+        raise ValueError(f"a decision boundary needs 2 input features; this data has {X.shape[1]}")
+    plt = _plt()
+    pad = 0.1 * (X.max(axis=0) - X.min(axis=0))
+    lo, hi = X.min(axis=0) - pad, X.max(axis=0) + pad
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    with torch.no_grad():
+        out = network(torch.as_tensor(grid, dtype=torch.float32)).numpy()
+    z = out[:, 0] if out.shape[1] == 1 else out.argmax(axis=1)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.contourf(gx, gy, z.reshape(gx.shape), levels=30, cmap="RdBu_r", alpha=0.8)
+    y = np.asarray(y)
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+    for i, cls in enumerate(np.unique(y)):
+        sel = y == cls
+        ax.scatter(X[sel, 0], X[sel, 1], marker=markers[i % len(markers)], facecolors="white" if i % 2 else "black",
+                   edgecolors="black", s=22, label=f"class {cls}")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or f"decision boundary ({network.n_hidden} hidden units)")
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(history: dict, path: str, title: str = "") -> None:
+    """Output-phase error per epoch with each unit install marked."""
+    plt = _plt()
+    ep = history["epochs"]
+    epoch = np.asarray(ep["epoch"])
+    phase = np.asarray(ep["phase"])
+    err = np.asarray(ep["true_error"], dtype=float)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    mask = phase == 0
+    ax.plot(epoch[mask], err[mask], ".", ms=2, label="sum of squared errors (output epochs)")
+    for i, e in enumerate(history["units"]["epoch"]):
+        ax.axvline(e, color="grey", lw=0.5, alpha=0.6, label="unit installed" if i == 0 else None)
+    ax.set_xlabel("epoch (output + candidate)")
+    ax.set_ylabel("error")
+    ax.set_yscale("log")
+    ax.legend(loc="upper right")
+    ax.set_title(title or "learning curve")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_network(network, path: str, title: str = "") -> None:
+    """The cascade as a connection matrix: rows are units/outputs, columns the values they read."""
+    plt = _plt()
+    I, H, O = network.n_inputs, network.n_hidden, network.n_outputs
+    F = 1 + I + H
+    M = np.full((H + O, F), np.nan)
+    for k, u in enumerate(network.units):
+        M[k, : 1 + I + k] = u.weights.numpy()
+    M[H:, :] = network.output_weights.numpy()
+    fig, ax = plt.subplots(figsize=(max(4, 0.4 * F + 2), max(3, 0.4 * (H + O) + 1.5)))
+    lim = np.nanmax(np.abs(M)) if np.isfinite(M).any() else 1.0
+    im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(F), ["bias"] + [f"in{i}" for i in range(I)] + [f"h{k}" for k in range(H)], rotation=90)
+    ax.set_yticks(range(H + O), [f"h{k} ({u.activation[:8]})" for k, u in enumerate(network.units)]
+                  + [f"out{o}" for o in range(O)])
+    fig.colorbar(im, ax=ax, label="weight")
+    ax.set_title(title or f"cascade: {I} inputs, {H} hidden units, {O} outputs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

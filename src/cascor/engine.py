@@ -93,7 +93,9 @@ class Engine:
         self._net = torch.empty(P, O)
         self._out = torch.empty(P, O)
         self._prime = torch.empty(P, O)
-        self._target_std = float(Y.std(unbiased=False)) if cfg.error_measure == "index" else 1.0
+        # ErrorIndex = RMSE / std(targets) (cascor1.c); constant targets fall back to RMSE.
+        std = float(Y.std(unbiased=False)) if cfg.error_measure == "index" else 1.0
+        self._target_std = std if std > 0 else 1.0
         self._cand_inputs: tuple | None = None
 
     # -- public -----------------------------------------------------------------------

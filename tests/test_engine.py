@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+
+from cascor import trainer
+from cascor.config import preset
+from cascor.datasets import encode_targets, parity
+from cascor.errors import DataError
+
+
+def _train(cfg, X, Y):
+    eng = trainer.start(cfg, X, Y)
+    trainer.run(eng)
+    return eng
+
+
+def test_two_spirals_solved_like_the_paper(spirals, spirals_cfg):
+    eng = _train(spirals_cfg, *spirals)
+    st = eng.state
+    assert st.status == "solved"
+    assert 10 <= st.network.n_hidden <= 20  # paper: 12-19 over 100 trials
+    # The win is judged on a clean pass: every output within the score threshold.
+    out = eng.outputs().numpy()
+    assert np.all(np.abs(out - spirals[1]) <= spirals_cfg.score_threshold)
+    c = st.counters
+    assert c.epoch == c.output_epochs + c.candidate_epochs
+    assert len(st.history.units["epoch"]) == st.network.n_hidden
+    assert len(st.history) == c.epoch + 1  # every epoch plus the final winning pass
+
+
+def test_same_seed_bit_identical_different_seed_different(spirals, spirals_cfg):
+    a = _train(spirals_cfg, *spirals).state
+    b = _train(spirals_cfg, *spirals).state
+    assert a.network.n_hidden == b.network.n_hidden
+    assert torch.equal(a.network.output_weights, b.network.output_weights)
+    for ua, ub in zip(a.network.units, b.network.units):
+        assert torch.equal(ua.weights, ub.weights)
+    c = _train(spirals_cfg.replace(seed=2), *spirals).state
+    assert not torch.equal(a.network.units[0].weights, c.network.units[0].weights)
+
+
+def test_training_does_not_touch_global_rngs(spirals, spirals_cfg):
+    import random
+
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    before = (torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate())
+    eng = trainer.start(spirals_cfg, *spirals)
+    trainer.run(eng, stop_at_epoch=300)
+    assert torch.equal(before[0], torch.get_rng_state())
+    assert np.array_equal(before[1], np.random.get_state()[1])
+    assert before[2] == random.getstate()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5])
+def test_parity_with_gaussian_units(bits):
+    ds = parity(bits)
+    Y = encode_targets(ds.y, ds.classes, -0.5, 0.5)
+    eng = _train(preset("parity").replace(seed=1), ds.X, Y)
+    assert eng.state.status == "solved"
+    assert eng.state.network.n_hidden <= {2: 1, 3: 1, 4: 2, 5: 3}[bits]
+
+
+def test_cascade2_variant_solves_xor_and_installs_its_output_weights(xor_data):
+    cfg = preset("fann-cascade2").replace(seed=3)
+    eng = trainer.start(cfg, *xor_data)
+    events = []
+    trainer.run(eng, callbacks=[lambda e, ev: events.append(ev)])
+    assert eng.state.status == "solved"
+    assert "installed" in events and eng.state.network.n_hidden >= 1
+
+
+def test_default_mixed_pool_records_unit_types(spirals):
+    eng = _train(preset("default").replace(seed=4), *spirals)
+    assert eng.state.status == "solved"
+    acts = {u.activation for u in eng.state.network.units}
+    assert acts <= {"symmetric_sigmoid", "gaussian", "sin_symmetric", "cos_symmetric"}
+    assert eng.state.network.n_hidden <= 12
+
+
+def test_regression_with_error_index_and_linear_outputs():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(200, 2)).astype(np.float32)
+    y = (np.sin(2 * X[:, 0]) * X[:, 1]).astype(np.float32)
+    y = (y - y.mean()) / y.std()
+    cfg = preset("cascor1c").replace(output_activation="linear", error_measure="index", error_index_threshold=0.3,
+                                     seed=1, max_units=25)
+    eng = _train(cfg, X, y[:, None])
+    rmse = float(torch.sqrt(((eng.outputs()[:, 0] - torch.tensor(y)) ** 2).mean()))
+    assert eng.state.status == "solved"
+    assert rmse <= 0.3 * float(np.std(y)) + 1e-6
+
+
+def test_max_units_stops_unsolved(spirals, spirals_cfg):
+    eng = _train(spirals_cfg.replace(max_units=2), *spirals)
+    assert eng.state.status == "max_units" and eng.state.network.n_hidden == 2
+
+
+def test_resume_in_process_is_bit_identical(spirals, spirals_cfg):
+    from cascor.state import TrainState
+
+    full = _train(spirals_cfg, *spirals).state
+    eng = trainer.start(spirals_cfg, *spirals)
+    trainer.run(eng, stop_at_epoch=777)
+    copy = TrainState.from_state_dict(eng.state.state_dict())
+    rest = trainer.resume(copy, *spirals)
+    trainer.run(rest)
+    assert torch.equal(rest.state.network.output_weights, full.network.output_weights)
+    assert rest.state.history.to_dict() == full.history.to_dict() or _nan_equal(rest.state.history, full.history)
+
+
+def _nan_equal(a, b):
+    for key in a.epochs:
+        np.testing.assert_array_equal(np.asarray(a.epochs[key]), np.asarray(b.epochs[key]))
+    return True
+
+
+@pytest.mark.parametrize(
+    "X, Y, message",
+    [
+        (np.zeros((0, 2)), np.zeros((0, 1)), "empty"),
+        (np.array([[1.0, np.nan]]), np.zeros((1, 1)), "NaN"),
+        (np.array([[1.0, np.inf]]), np.zeros((1, 1)), "NaN or infinite"),
+        (np.zeros((3, 2)), np.zeros((2, 1)), "3 patterns but targets have 2"),
+        (np.zeros(3), np.zeros(3), "2-D"),
+    ],
+)
+def test_bad_training_data_is_a_clear_error(X, Y, message, spirals_cfg):
+    with pytest.raises(DataError, match=message):
+        trainer.start(spirals_cfg, X, Y)
+
+
+def test_resume_on_different_data_is_refused(spirals, spirals_cfg):
+    eng = trainer.start(spirals_cfg, *spirals)
+    trainer.run(eng, stop_at_epoch=10)
+    X, Y = spirals
+    with pytest.raises(DataError, match="differs from the data"):
+        trainer.resume(eng.state, X + 1.0, Y)

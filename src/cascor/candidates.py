@@ -32,10 +32,21 @@ from .quickprop import QuickpropSlots, quickprop_update
 Tensor = torch.Tensor
 
 
-def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int:
-    """A well-mixed 63-bit seed for one candidate of one round (NumPy's SeedSequence)."""
-    seq = np.random.SeedSequence([int(root_seed), int(unit_index), int(candidate_index)])
+def derived_seed(root_seed: int, *path: int) -> int:
+    """A well-mixed 63-bit seed for the stream named by ``path`` under the run's root seed.
+
+    All of cascor's randomness is drawn from generators seeded this way (NumPy's
+    SeedSequence hashing): stream (0,) initialises the output weights, stream
+    (1, unit, candidate) one candidate of one round. Nothing is drawn from a long-lived
+    generator, so there is no generator position to lose: the root seed (in the config)
+    and the counters in the state determine every future draw.
+    """
+    seq = np.random.SeedSequence([int(root_seed), *(int(p) for p in path)])
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int:
+    return derived_seed(root_seed, 1, unit_index, candidate_index)
 
 
 class CandidatePool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .candidates import CandidatePool
+from .candidates import CandidatePool, derived_seed
 from .config import CascorConfig
 from .errors import StateError
 from .history import History
@@ -84,8 +84,6 @@ class TrainState:
         self.diffs = torch.zeros(n_patterns, n_outputs)  # out - target
         self.counters = Counters()
         self.status = "running"
-        self.generator = torch.Generator()
-        self.generator.manual_seed(config.seed)
         self.history = History()
         # What the outputs mean (task, class labels) and a fingerprint of the training data,
         # so a resume on different data is refused instead of silently diverging.
@@ -120,7 +118,6 @@ class TrainState:
             "pool": None if self.pool is None else self.pool.state_dict(),
             "errors": self.errors.clone(),
             "diffs": self.diffs.clone(),
-            "generator": self.generator.get_state().clone(),
             "history": self.history.state_dict(),
             "targets": dict(self.targets),
             "data_digest": self.data_digest,
@@ -148,7 +145,6 @@ class TrainState:
                 if tuple(src.shape) != tuple(dst.shape):
                     raise StateError(f"{name}: expected shape {tuple(dst.shape)}, found {tuple(src.shape)}")
                 dst.copy_(src)
-            obj.generator.set_state(state["generator"])
             obj.history.load_state_dict(state["history"])
             obj.targets = dict(state["targets"])
             obj.data_digest = str(state["data_digest"])
@@ -163,9 +159,11 @@ class TrainState:
 
 
 def new_state(config: CascorConfig, n_inputs: int, n_outputs: int, n_patterns: int) -> TrainState:
-    """A fresh run: no hidden units, output weights uniform in [-range, range) from the run's generator."""
+    """A fresh run: no hidden units, output weights uniform in [-range, range) from stream (0,) of the seed."""
     state = TrainState(config, n_inputs, n_outputs, n_patterns, uuid.uuid4().hex)
+    gen = torch.Generator()
+    gen.manual_seed(derived_seed(config.seed, 0))
     w = state.network.output_weights
     wr = config.weight_range
-    w.copy_(torch.rand(w.shape, generator=state.generator) * (2 * wr) - wr)
+    w.copy_(torch.rand(w.shape, generator=gen) * (2 * wr) - wr)
     return state

@@ -41,7 +41,6 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
         "optimizer/output_prev_slope": _np(state_dict["output_slots"]["prev_slope"]).astype(fmt.F4),
         "residual/errors": _np(state_dict["errors"]).astype(fmt.F4),
         "residual/diffs": _np(state_dict["diffs"]).astype(fmt.F4),
-        "rng/generator": _np(state_dict["generator"]).astype(fmt.U1),
     }
     for key, dtype in fmt.HISTORY_EPOCH.items():
         arrays[f"history/{key}"] = np.asarray(hist["epochs"][key]).astype(dtype)
@@ -65,7 +64,6 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
         "phase": dict(state_dict["phase"]),
         "counters": dict(state_dict["counters"]),
         "pool": pool_meta,
-        "generator_bytes": int(arrays["rng/generator"].size),
         "history_epochs": int(arrays["history/epoch"].size),
         "history_unit_activations": list(hist["units"]["activation"]),
         "targets": state_dict["targets"],
@@ -116,7 +114,6 @@ def decode_state(raw: RawSnapshot) -> dict:
         "pool": pool,
         "errors": t("residual/errors"),
         "diffs": t("residual/diffs"),
-        "generator": t("rng/generator"),
         "history": history,
         "targets": m["targets"],
         "data_digest": m["data_digest"],

@@ -74,7 +74,6 @@ def expected_layout(meta: dict, config: dict, runtime: dict | None) -> dict[str,
         "optimizer/output_prev_slope": (F4, (O, F)),
         "residual/errors": (F4, (P, O)),
         "residual/diffs": (F4, (P, O)),
-        "rng/generator": (U1, (int(meta["generator_bytes"]),)),
     }
     n_epochs, n_units = int(meta["history_epochs"]), len(meta["history_unit_activations"])
     for key, dtype in HISTORY_EPOCH.items():
@@ -148,8 +147,16 @@ def parse_userblock(block: bytes) -> dict:
     """Raises ValueError when the block is not a cascor header."""
     if len(block) < USERBLOCK_SIZE or not block.startswith(MAGIC):
         raise ValueError("missing the cascor snapshot header (not a cascor snapshot, or truncated)")
-    doc = block[len(MAGIC):].split(b"\n", 1)[0]
+    doc, sep, padding = block[len(MAGIC):USERBLOCK_SIZE].partition(b"\n")
+    if not sep or padding.strip(b"\0"):
+        raise ValueError("damaged snapshot header (bytes after the header line must be zero)")
     info = json.loads(doc.decode())
-    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not isinstance(info.get("size"), int):
+    if (
+        not isinstance(info, dict)
+        or set(info) != {"format_version", "sha256", "size"}
+        or not isinstance(info["sha256"], str)
+        or not isinstance(info["size"], int)
+        or not isinstance(info["format_version"], str)
+    ):
         raise ValueError("malformed snapshot header")
     return info

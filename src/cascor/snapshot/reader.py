@@ -138,7 +138,7 @@ def _attr(value):
 def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = True) -> RawSnapshot:
     """Verify and read a snapshot into plain Python/NumPy objects (no network is built)."""
     path = os.fspath(path)
-    _check_body_digest(path, limits)
+    header = _check_body_digest(path, limits)
     try:
         f = h5py.File(path, "r", locking=False)
     except OSError as exc:
@@ -157,6 +157,10 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
             version = fmt.parse_version(attrs["format_version"])
         except ValueError:
             raise CorruptSnapshotError(f"{path}: unreadable format_version {attrs['format_version']!r}") from None
+        if header["format_version"] != attrs["format_version"]:
+            raise CorruptSnapshotError(
+                f"{path}: header says format {header['format_version']!r} but the file says {attrs['format_version']!r}"
+            )
         if version[0] > fmt.FORMAT_VERSION[0]:
             raise IncompatibleSnapshotError(
                 f"{path}: written in snapshot format {fmt.version_string(version)}, this cascor reads up to "

@@ -1,6 +1,6 @@
 """Atomic, crash-safe snapshot writes.
 
-The new file is written beside the target (same directory, so ``os.replace`` is a rename
+The file is built in memory, then written beside the target (same directory, so ``os.replace`` is a rename
 on one filesystem), flushed and fsynced, then renamed over the target, and the directory
 is fsynced so the rename itself survives a power cut. At every instant the target path
 holds either the complete old snapshot or the complete new one; a failure removes the
@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import SnapshotError
 from . import format as fmt
 
-STAGES = ("temp-created", "datasets-written", "closed", "userblock-written", "fsynced", "replaced")
+STAGES = ("temp-created", "half-written", "written", "fsynced", "replaced")
 _TEMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
 
 
@@ -69,8 +69,32 @@ def sweep_temp_files(directory: str) -> list[str]:
     return removed
 
 
+def build_image(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[bytes, str]:
+    """The complete file as bytes (HDF5 built in memory, user block filled in), and its content digest.
+
+    libhdf5 never writes to disk here: a disk that fills up mid-save fails a plain Python
+    ``write`` (a clean OSError) instead of failing inside libhdf5 (seen: a segfault).
+    """
+    digests = {name: fmt.tensor_digest(a) for name, a in arrays.items()}
+    content = fmt.content_digest(digests)
+    with h5py.File(f"cascor-{secrets.token_hex(8)}.h5", "w", driver="core", backing_store=False,
+                   userblock_size=fmt.USERBLOCK_SIZE, locking=False) as f:
+        for name, array in arrays.items():
+            ds = f.create_dataset(name, data=array)
+            ds.attrs[fmt.DIGEST_ATTR] = digests[name]
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["content_digest"] = content
+        f.flush()
+        # The in-memory image starts at the superblock; the declared user block goes in front.
+        body = f.id.get_file_image()
+    version = fmt.parse_version(attrs["format_version"])
+    size = fmt.USERBLOCK_SIZE + len(body)
+    return fmt.userblock(hashlib.sha256(body).hexdigest(), size, version) + body, content
+
+
 def write_snapshot(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> str:
-    """Write ``arrays`` (name -> array, ``meta`` and ``config`` included) atomically to ``path``.
+    """Write ``arrays`` (name -> array, JSON objects included) atomically to ``path``.
 
     Each dataset carries its SHA-256; the root carries the manifest (content) digest and
     ``attrs``; the 512-byte user block carries the SHA-256 of everything after it.
@@ -80,31 +104,17 @@ def write_snapshot(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> str
     directory, base = os.path.split(path)
     if not os.path.isdir(directory):
         raise SnapshotError(f"cannot save snapshot {path}: directory {directory} does not exist")
+    image, content = build_image(arrays, attrs)
     sweep_temp_files(directory)
     tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    digests = {name: fmt.tensor_digest(a) for name, a in arrays.items()}
-    content = fmt.content_digest(digests)
     try:
-        with h5py.File(tmp, "w", userblock_size=fmt.USERBLOCK_SIZE, locking=False) as f:
+        with open(tmp, "xb") as fh:
             _fault("temp-created")
-            for name, array in arrays.items():
-                ds = f.create_dataset(name, data=array)
-                ds.attrs[fmt.DIGEST_ATTR] = digests[name]
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.attrs["content_digest"] = content
-            _fault("datasets-written")
-        _fault("closed")
-        with open(tmp, "r+b") as fh:
-            h = hashlib.sha256()
-            fh.seek(fmt.USERBLOCK_SIZE)
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-            size = fh.tell()
-            fh.seek(0)
-            fh.write(fmt.userblock(h.hexdigest(), size))
-            _fault("userblock-written")
+            fh.write(image[: len(image) // 2])
+            _fault("half-written")
+            fh.write(image[len(image) // 2 :])
             fh.flush()
+            _fault("written")
             os.fsync(fh.fileno())
         _fault("fsynced")
         os.replace(tmp, path)

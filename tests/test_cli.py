@@ -1,0 +1,157 @@
+"""The command line as a user runs it: real subprocesses, real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def cascor(*args, check=True, env=None):
+    proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})))
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def last_json(proc):
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1", "--out", str(out), "--json")
+    return out, last_json(proc)
+
+
+def test_train_writes_final_snapshot_and_json_summary(run_dir):
+    out, summary = run_dir
+    for key in ("solved", "hidden_units", "epochs", "output_epochs", "candidate_epochs", "train_accuracy", "train_seconds"):
+        assert key in summary
+    assert summary["solved"] and summary["train_accuracy"] == 1.0
+    assert summary["epochs"] == summary["output_epochs"] + summary["candidate_epochs"]
+    assert os.path.exists(out / "final.h5") and os.path.realpath(out / "latest.h5") == str(out / "final.h5")
+    # one checkpoint per install
+    assert len([n for n in os.listdir(out) if n.startswith("ckpt-")]) == summary["hidden_units"]
+
+
+def test_evaluate_and_plots(run_dir, tmp_path):
+    out, summary = run_dir
+    ev = last_json(cascor("evaluate", str(out / "final.h5"), "--dataset", "two-spirals", "--json"))
+    assert ev["train_accuracy"] == 1.0 and ev["hidden_units"] == summary["hidden_units"] and "test_accuracy" in ev
+    for kind in ("boundary", "history", "network"):
+        png = tmp_path / f"{kind}.png"
+        cascor("plot", str(out / "final.h5"), "--out", str(png), "--kind", kind)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snapshot_commands(run_dir, tmp_path):
+    out, _ = run_dir
+    final = str(out / "final.h5")
+    info = last_json(cascor("snapshot", "inspect", final, "--json"))
+    assert info["format_version"] == "1.0" and info["status"] == "solved"
+    assert cascor("snapshot", "verify", final).returncode == 0
+    assert last_json(cascor("snapshot", "diff", final, final, "--json"))["identical"]
+    ckpts = sorted(n for n in os.listdir(out) if n.startswith("ckpt-"))
+    d = cascor("snapshot", "diff", final, str(out / ckpts[0]), check=False)
+    assert d.returncode == 1 and "differ" in d.stdout
+    listing = last_json(cascor("snapshot", "list", str(out), "--json"))
+    assert {r["name"] for r in listing} >= {"final.h5", "latest.h5", ckpts[0]}
+    up = tmp_path / "up.h5"
+    cascor("snapshot", "upgrade", final, "--out", str(up))
+    assert last_json(cascor("snapshot", "diff", final, str(up), "--json"))["identical"]
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(open(final, "rb").read()[:-10])
+    v = cascor("snapshot", "verify", str(bad), "--json", check=False)
+    assert v.returncode == 1 and json.loads(v.stdout)["valid"] is False
+    assert cascor("snapshot", "verify", check=False).returncode == 2
+
+
+def test_prune_keeps_newest_and_latest(tmp_path):
+    out = tmp_path / "run"
+    cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--seed", "2", "--out", str(out), "--checkpoint-every", "5",
+           "--json", "-q")
+    before = sorted(n for n in os.listdir(out) if n.startswith("ckpt-"))
+    assert len(before) > 3
+    cascor("snapshot", "prune", str(out), "--keep-last", "2")
+    after = sorted(n for n in os.listdir(out) if n.startswith("ckpt-"))
+    assert after == before[-2:]
+
+
+def test_keep_last_during_training(tmp_path):
+    out = tmp_path / "run"
+    cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1", "--out", str(out),
+           "--keep-last", "3", "--checkpoint-every", "100")
+    assert len([n for n in os.listdir(out) if n.startswith("ckpt-")]) == 3
+
+
+def test_stop_after_then_train_resume_flag_continues(tmp_path, run_dir):
+    _, full = run_dir
+    out = tmp_path / "run"
+    part = last_json(cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
+                            "--out", str(out), "--stop-after", "500", "--json"))
+    assert part["epochs"] == 500 and not part["finished"]
+    rest = last_json(cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
+                            "--out", str(out), "--resume", "--json"))
+    assert rest["epochs"] == full["epochs"] and rest["hidden_units"] == full["hidden_units"]
+
+
+def test_sigterm_finishes_epoch_saves_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "parity8", "--preset", "cascor1c",
+                             "--set", "max_units=200", "--set", "input_epochs=1000", "--set", "output_epochs=1000",
+                             "--set", "input_patience=0", "--out", str(out), "--json", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "latest.h5").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert not summary["finished"]
+    assert cascor("snapshot", "verify", str(out / "latest.h5")).returncode == 0
+    assert last_json(cascor("snapshot", "inspect", str(out / "latest.h5"), "--json"))["epoch"] == summary["epochs"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "spiralz", "--out", "x"], "unknown dataset 'spiralz'"),
+        (["train", "--dataset", "xor", "--set", "pool_size=-3", "--out", "x"], "'pool_size' parameter must be > 0"),
+        (["train", "--dataset", "xor", "--set", "bogus=1", "--out", "x"], "unknown config key 'bogus'"),
+        (["train", "--dataset", "xor", "--preset", "nope", "--out", "x"], "unknown preset 'nope'"),
+        (["train", "--data", "missing.csv", "--out", "x"], "does not exist"),
+        (["train", "--dataset", "xor", "--data", "f.csv", "--out", "x"], "exactly one of"),
+        (["train", "--dataset", "xor", "--set", "candidate_activations=os.system", "--out", "x"], "names from"),
+        (["evaluate", "missing.h5", "--dataset", "xor"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_csv_data_file_end_to_end(tmp_path):
+    f = tmp_path / "data.csv"
+    rows = ["x1,x2,label"] + [f"{a},{b},{'on' if (a > 0) != (b > 0) else 'off'}"
+                              for a in (-1, -0.5, 0.5, 1) for b in (-1, -0.6, 0.6, 1)]
+    f.write_text("\n".join(rows) + "\n")
+    s = last_json(cascor("train", "--data", str(f), "--target", "label", "--preset", "cascor1c", "--seed", "3",
+                         "--out", str(tmp_path / "run"), "--json"))
+    assert s["solved"] and s["train_accuracy"] == 1.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,y\n1,2,0\n1,oops,1\n")
+    p = cascor("train", "--data", str(bad), "--out", str(tmp_path / "r2"), check=False)
+    assert p.returncode == 1 and "'oops' is not a number" in p.stderr
+
+
+def test_output_is_quiet_when_piped(tmp_path):
+    p = cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "r"))
+    assert p.stderr == "" and "solved" in p.stdout

@@ -19,15 +19,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="parity")
     ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"preset {args.preset}, seeds 1-{args.trials}")
+    seeds = range(args.first_seed, args.first_seed + args.trials)
+    print(f"preset {args.preset}, seeds {seeds.start}-{seeds.stop - 1}")
     print(f"{'N':>2} | {'solved':>6} | {'units (cascor)':>14} | {'units (paper)':>13} | {'mean epochs (cascor)':>20} | {'mean epochs (paper)':>19}")
     for n in range(2, 9):
         ds = parity(n)
         Y = encode_targets(ds.y, ds.classes, -0.5, 0.5)
         units, epochs, solved = [], [], 0
-        for seed in range(1, args.trials + 1):
+        for seed in seeds:
             eng = trainer.start(preset(args.preset).replace(seed=seed), ds.X, Y)
             trainer.run(eng)
             solved += eng.state.status == "solved"

@@ -204,18 +204,39 @@ def test_huge_declared_sizes_are_refused_from_metadata(snap_path):
         read_snapshot(snap_path)
 
 
-def test_failed_save_leaves_previous_snapshot_intact(tmp_path, mid_run):
-    path = str(tmp_path / "s.h5")
-    first = snapshot.save(mid_run.state, path)
-    os.chmod(tmp_path, 0o500)
+def _make_read_only(directory):
+    """chmod for ordinary users; root ignores modes, so it gets the immutable attribute instead."""
+    os.chmod(directory, 0o500)
+    if os.access(directory, os.W_OK):
+        subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
+    probe = os.path.join(directory, ".probe")
     try:
-        if os.access(tmp_path, os.W_OK):
-            pytest.skip("running as a user that ignores directory permissions")
+        open(probe, "w").close()
+        os.remove(probe)
+        return False
+    except OSError:
+        return True
+
+
+def _make_writable(directory):
+    subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+    os.chmod(directory, 0o700)
+
+
+def test_failed_save_leaves_previous_snapshot_intact(tmp_path, mid_run):
+    d = tmp_path / "ro"
+    d.mkdir()
+    path = str(d / "s.h5")
+    first = snapshot.save(mid_run.state, path)
+    mid_run.step()
+    try:
+        assert _make_read_only(d), "could not make a read-only directory (chmod and chattr +i both failed)"
         with pytest.raises(SnapshotError, match="previous file is untouched"):
             snapshot.save(mid_run.state, path)
     finally:
-        os.chmod(tmp_path, 0o700)
+        _make_writable(d)
     assert snapshot.verify(path).attrs["content_digest"] == first
+    assert os.listdir(d) == ["s.h5"]
 
 
 def test_disk_full_during_save_keeps_old_snapshot_and_no_temp(tmp_path, mid_run):

@@ -32,3 +32,32 @@ def test_manager_saves_at_installs_and_every_n_and_points_latest(tmp_path, spira
     installs = eng.state.history.units["epoch"]
     assert any(f"ckpt-{e:08d}.h5" in [os.path.basename(p) for p in mgr.saved] for e in installs)
     assert all(int(n[5:13]) % 50 == 0 or int(n[5:13]) in installs for n in names)
+
+
+def test_background_writer_produces_the_same_snapshots_and_reports_errors(tmp_path, spirals, spirals_cfg):
+    import pytest
+
+    from cascor import snapshot
+    from cascor.errors import SnapshotError
+
+    sync = CheckpointManager(str(tmp_path / "sync"), at_install=True)
+    bg = CheckpointManager(str(tmp_path / "bg"), at_install=True, background=True)
+    trainer.run(trainer.start(spirals_cfg, *spirals), stop_at_epoch=700, callbacks=[sync])
+    trainer.run(trainer.start(spirals_cfg, *spirals), stop_at_epoch=700, callbacks=[bg])
+    bg.close()
+    names = sorted(n for n in os.listdir(tmp_path / "sync") if n.startswith("ckpt-"))
+    assert names and names == sorted(n for n in os.listdir(tmp_path / "bg") if n.startswith("ckpt-"))
+    for n in names:
+        a = snapshot.verify(str(tmp_path / "sync" / n)).attrs
+        b = snapshot.verify(str(tmp_path / "bg" / n)).attrs
+        assert a["content_digest"] == b["content_digest"] and a["parent_digest"] == b["parent_digest"]
+    assert os.path.realpath(tmp_path / "bg" / "latest.h5").endswith(names[-1])
+
+    broken = CheckpointManager(str(tmp_path / "gone"), at_install=True, background=True)
+    eng = trainer.start(spirals_cfg, *spirals)
+    os.rmdir(tmp_path / "gone")
+    with pytest.raises(SnapshotError, match="does not exist"):
+        try:
+            trainer.run(eng, stop_at_epoch=700, callbacks=[broken])
+        finally:
+            broken.close()

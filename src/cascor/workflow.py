@@ -118,23 +118,23 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
                   keep_last: int, callbacks=(), protect=(), counter: int = 0, parent_digest: str = "",
                   backend: dict | None = None) -> RunOutcome:
     """Run to the end (or to ``stop_after``), checkpointing into ``out``; always leaves a snapshot."""
-    from .snapshot.manager import CheckpointManager, Retention, point_latest
+    from .snapshot.manager import CheckpointManager, Retention
     from .trainer import run
 
     os.makedirs(out, exist_ok=True)
     manager = CheckpointManager(out, every=checkpoint_every, at_install=True, retention=Retention(keep_last=keep_last),
                                 protect=set(protect), backend=backend, data_source=data_source, counter=counter,
-                                parent_digest=parent_digest)
-    with StopRequest() as stop:
-        t0 = time.perf_counter()
-        report = run(engine, stop_at_epoch=stop_after, callbacks=(*callbacks, manager, stop))
-        seconds = time.perf_counter() - t0 - manager.seconds
-    state = engine.state
-    if state.done:
-        path = manager.save(state, name="final.h5")
-    else:
-        path = manager.save(state)
-    point_latest(out, os.path.basename(path))
+                                parent_digest=parent_digest, background=True)
+    try:
+        with StopRequest() as stop:
+            t0 = time.perf_counter()
+            run(engine, stop_at_epoch=stop_after, callbacks=(*callbacks, manager, stop))
+            seconds = time.perf_counter() - t0 - manager.seconds
+        state = engine.state
+        # The last snapshot is written synchronously, after every pending background write.
+        path = manager.save(state, name="final.h5" if state.done else None, wait=True)
+    finally:
+        manager.close()
     return RunOutcome(engine, path, state.done, seconds)
 
 

@@ -136,13 +136,9 @@ class Snapshot:
         restore(self.raw.runtime.get("globals") or {}, self.raw.arrays, numpy_generators)
 
 
-def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
-         data_source: dict | None = None, numpy_generators: dict | None = None) -> str:
-    """Write ``state`` to ``path`` atomically; returns the content digest.
-
-    ``data_source`` tells ``cascor resume`` where the training data came from (a dataset
-    name or a file); the data's SHA-256 is part of the state, so a changed file is refused.
-    """
+def prepare(state, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
+            data_source: dict | None = None, numpy_generators: dict | None = None) -> tuple[dict, dict]:
+    """The arrays and root attributes of a snapshot of ``state`` (everything but the writing)."""
     from .. import __version__
 
     config = state.config.to_dict()
@@ -164,6 +160,18 @@ def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend
         "parent_digest": parent_digest,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    return arrays, attrs
+
+
+def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
+         data_source: dict | None = None, numpy_generators: dict | None = None) -> str:
+    """Write ``state`` to ``path`` atomically; returns the content digest.
+
+    ``data_source`` tells ``cascor resume`` where the training data came from (a dataset
+    name or a file); the data's SHA-256 is part of the state, so a changed file is refused.
+    """
+    arrays, attrs = prepare(state, counter=counter, parent_digest=parent_digest, backend=backend,
+                            data_source=data_source, numpy_generators=numpy_generators)
     return write_snapshot(path, arrays, attrs)
 
 

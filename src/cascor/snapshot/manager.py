@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SnapshotError
-from . import save as save_snapshot
-from .writer import _fsync_dir, atomic_copy
+from . import format as fmt
+from . import prepare
+from .writer import _fsync_dir, atomic_copy, write_snapshot
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.h5$")
 
@@ -79,12 +80,37 @@ def point_latest(directory: str, target_name: str) -> None:
         atomic_copy(os.path.join(directory, target_name), link)
 
 
+def apply_retention(directory: str, rule: Retention, metrics: dict[str, float], protect: set[str]) -> list[str]:
+    """Delete the checkpoints of ``directory`` that ``rule`` does not keep; never the one ``latest`` names."""
+    link = os.path.join(directory, "latest.h5")
+    if os.path.islink(link):
+        protect = set(protect) | {os.path.abspath(os.path.realpath(link))}
+    infos = [SnapshotInfo(os.path.abspath(i.path), i.epoch, metrics.get(os.path.abspath(i.path), float("nan")))
+             for i in list_checkpoints(directory)]
+    keep = select_keep(infos, rule, protect)
+    removed = []
+    for info in infos:
+        if info.path not in keep:
+            try:
+                os.remove(info.path)
+                removed.append(info.path)
+            except OSError as exc:
+                raise SnapshotError(f"cannot prune {info.path}: {exc.strerror}") from exc
+    return removed
+
+
 class CheckpointManager:
-    """A trainer callback that saves by policy, prunes by retention and keeps ``latest`` current."""
+    """A trainer callback that saves by policy, prunes by retention and keeps ``latest`` current.
+
+    With ``background=True`` checkpoints are written by a helper process (see
+    :mod:`cascor.snapshot.background`); call :meth:`close` (or save a named final snapshot,
+    which waits for them) before relying on the files.
+    """
 
     def __init__(self, directory: str, *, every: int = 0, at_install: bool = True, at_phase_end: bool = False,
                  retention: Retention = Retention(), protect: set[str] = frozenset(), backend: dict | None = None,
-                 data_source: dict | None = None, counter: int = 0, parent_digest: str = ""):
+                 data_source: dict | None = None, counter: int = 0, parent_digest: str = "",
+                 background: bool = False):
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.every = every
@@ -100,6 +126,8 @@ class CheckpointManager:
         self.seconds = 0.0  # time spent saving, so callers can report pure training time
         self.saved: list[str] = []
         self._last_phase: str | None = None
+        self._background = background
+        self._writer = None  # started on the first background save
 
     def __call__(self, engine, event: str) -> None:
         state = engine.state
@@ -113,34 +141,38 @@ class CheckpointManager:
         if due and not state.done:
             self.save(state)
 
-    def save(self, state, name: str | None = None) -> str:
+    def save(self, state, name: str | None = None, wait: bool = False) -> str:
+        """Save now. With ``wait`` (or without a background writer) the file is on disk when this
+        returns, after every pending background write."""
         t0 = time.perf_counter()
         name = name or f"ckpt-{state.counters.epoch:08d}.h5"
-        path = os.path.join(self.directory, name)
+        path = os.path.abspath(os.path.join(self.directory, name))
         self.counter += 1
-        self.parent_digest = save_snapshot(state, path, counter=self.counter, parent_digest=self.parent_digest,
-                                           backend=self.backend, data_source=self.data_source)
-        self.metrics[os.path.abspath(path)] = state.counters.true_error
-        point_latest(self.directory, name)
+        arrays, attrs = prepare(state, counter=self.counter, parent_digest=self.parent_digest,
+                                backend=self.backend, data_source=self.data_source)
+        self.metrics[path] = state.counters.true_error
+        if self._background and not wait:
+            if self._writer is None:
+                from .background import BackgroundWriter
+
+                self._writer = BackgroundWriter()
+            self.parent_digest = fmt.content_digest({n: fmt.tensor_digest(a) for n, a in arrays.items()})
+            self._writer.submit(path, arrays, attrs, self.retention.__dict__, self.metrics, self.protect)
+        else:
+            if self._writer is not None:
+                self._writer.flush()
+            self.parent_digest = write_snapshot(path, arrays, attrs)
+            point_latest(self.directory, name)
+            self.prune()
         self.saved.append(path)
-        self.prune()
         self.seconds += time.perf_counter() - t0
         return path
 
     def prune(self) -> list[str]:
-        infos = [SnapshotInfo(os.path.abspath(i.path), i.epoch, self.metrics.get(os.path.abspath(i.path), float("nan")))
-                 for i in list_checkpoints(self.directory)]
-        keep = select_keep(infos, self.retention, self.protect | {self._latest_target()})
-        removed = []
-        for info in infos:
-            if info.path not in keep:
-                try:
-                    os.remove(info.path)
-                    removed.append(info.path)
-                except OSError as exc:
-                    raise SnapshotError(f"cannot prune {info.path}: {exc.strerror}") from exc
-        return removed
+        return apply_retention(self.directory, self.retention, self.metrics, self.protect)
 
-    def _latest_target(self) -> str:
-        link = os.path.join(self.directory, "latest.h5")
-        return os.path.abspath(os.path.realpath(link)) if os.path.islink(link) else ""
+    def close(self) -> None:
+        """Wait for background writes and stop the helper process."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()

@@ -81,7 +81,8 @@ def test_mixed_pool_with_steepness_matches_per_candidate_values():
     plan = [("gaussian", 0.5), ("gaussian", 1.0), ("tanh", 0.25), ("sin_symmetric", 1.0), ("elliot", 0.75)]
     pool = CandidatePool(plan, X.shape[1], E.shape[1], X.shape[0], cascade2=False)
     pool.initialize(7, 2, 1.0)
-    pool._activate(torch.tensor(X), with_prime=True)
+    block = pool.blocks[0]
+    block._activate(torch.tensor(X), with_prime=True)
     fns = {
         "gaussian": lambda s: (np.exp(-0.5 * s * s), -s * np.exp(-0.5 * s * s)),
         "tanh": lambda s: (np.tanh(s), 1 - np.tanh(s) ** 2),
@@ -92,8 +93,8 @@ def test_mixed_pool_with_steepness_matches_per_candidate_values():
     for c, (name, k) in enumerate(plan):
         net = k * (X.astype(np.float64) @ W[c])
         v, a = fns[name](net)
-        np.testing.assert_allclose(pool._V[c].numpy(), v, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(pool._A[c].numpy(), k * a, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(block._V[c].numpy(), v, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(block._A[c].numpy(), k * a, rtol=1e-4, atol=1e-6)
 
 
 def test_cascade2_gradients_match_autograd_float64():
@@ -127,3 +128,22 @@ def test_candidate_initialisation_is_independent_of_pool_order():
     expected = torch.rand(4, generator=g) * 2.0 - 1.0
     assert torch.equal(a.weights[4], expected)
     assert candidate_seed(99, 3, 4) != candidate_seed(99, 4, 3)
+
+
+def test_blocked_pool_equals_one_block_and_blocks_are_views():
+    """Splitting the pool into blocks (the unit every backend computes) changes no bit here."""
+    X, E = _problem(3, P=300)
+    Xt, Et = torch.tensor(X), torch.tensor(E)
+    Ec = (Et - Et.mean(0)) / float((Et**2).sum())
+    plan = [("symmetric_sigmoid", 1.0)] * 24 + [("gaussian", 0.5)] * 8
+    pools = []
+    for block_size in (32, 8):
+        pool = CandidatePool(plan, X.shape[1], E.shape[1], X.shape[0], cascade2=False, block_size=block_size)
+        pool.initialize(11, 4, 1.0)
+        pool.measure(Xt, Ec)
+        for _ in range(5):
+            pool.train_covariance(Xt, Ec, Ec.t().contiguous(), 0.05, 2.0, 0.0)
+        pools.append(pool)
+    assert len(pools[1].blocks) == 4
+    assert torch.equal(pools[0].weights, pools[1].weights) and torch.equal(pools[0].prev_cor, pools[1].prev_cor)
+    assert pools[0].best == pools[1].best

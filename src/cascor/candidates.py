@@ -49,8 +49,96 @@ def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int
     return derived_seed(root_seed, 1, unit_index, candidate_index)
 
 
+def _groups(plan: list[tuple[str, float]]) -> list[tuple[object, int, int]]:
+    """Contiguous runs of one activation type: one kernel call per run, not per candidate."""
+    groups, start = [], 0
+    for i in range(1, len(plan) + 1):
+        if i == len(plan) or plan[i][0] != plan[start][0]:
+            groups.append((get_activation(plan[start][0]), start, i))
+            start = i
+    return groups
+
+
+class PoolBlock:
+    """A fixed block of candidates trained as one tensor; the unit of work of every backend.
+
+    Its tensors are row slices (views) of the pool's, so in-place updates reach the pool.
+    Every backend computes the same blocks with the same shapes, so results are identical
+    whichever process or machine runs a block.
+    """
+
+    def __init__(self, plan, weights, delta, prev_slope, prev_cor, scores, out_weights=None, out_delta=None,
+                 out_prev_slope=None, n_patterns: int = 0):
+        self.plan = plan
+        self.groups = _groups(plan)
+        steep = torch.tensor([s for _, s in plan], dtype=torch.float32).unsqueeze(1)
+        self.steepness = None if bool((steep == 1.0).all()) else steep
+        self.weights, self.delta, self.prev_slope = weights, delta, prev_slope
+        self.prev_cor, self.scores = prev_cor, scores
+        self.out_weights, self.out_delta, self.out_prev_slope = out_weights, out_delta, out_prev_slope
+        C, P = len(plan), n_patterns
+        self._S = torch.empty(C, P)
+        self._V = torch.empty(C, P)
+        self._A = torch.empty(C, P)
+        self._G = torch.empty(C, P)
+
+    def _activate(self, X: Tensor, with_prime: bool) -> None:
+        """V = f(W X^T) (and A = f'), for every candidate of the block at once; X is [P, F]."""
+        S, V, A = self._S, self._V, self._A
+        torch.mm(self.weights, X.t(), out=S)
+        if self.steepness is not None:
+            S.mul_(self.steepness)
+        for act, a, b in self.groups:
+            act.forward(S[a:b], V[a:b])
+            if with_prime:
+                act.prime(V[a:b], S[a:b], A[a:b])
+        if with_prime and self.steepness is not None:
+            A.mul_(self.steepness)
+
+    def measure(self, X: Tensor, Ec: Tensor) -> None:
+        """Covariance only: the phase's first epoch computes correlations, trains nothing."""
+        self._activate(X, with_prime=False)
+        self.prev_cor.copy_(self._V @ Ec)
+        torch.sum(self.prev_cor.abs(), dim=1, out=self.scores)
+
+    def train_covariance(self, X: Tensor, Ec: Tensor, EcT: Tensor, epsilon: float, mu: float, decay: float) -> None:
+        """One ascent epoch. Ec is the centred, SSE-normalised residual [P, O]; EcT its transpose."""
+        self._activate(X, with_prime=True)
+        cor = self._V @ Ec  # [C, O], correlations of the pre-update weights
+        # Descent direction on -S: -sign(cor_prev) per output (cascor1.c: negative -> -1 else +1).
+        neg_dir = torch.where(self.prev_cor < 0, 1.0, -1.0)
+        torch.mm(neg_dir, EcT, out=self._G)  # [C, P]
+        self._G.mul_(self._A)
+        slope = self._G @ X  # [C, F]
+        quickprop_update(self.weights, self.delta, self.prev_slope, slope, epsilon=epsilon, mu=mu, decay=decay)
+        self.prev_cor.copy_(cor)
+        torch.sum(cor.abs_(), dim=1, out=self.scores)
+
+    def train_cascade2(self, X: Tensor, R: Tensor, RT: Tensor, rr: float, epsilon_in: float, epsilon_out: float,
+                       mu: float, decay: float) -> None:
+        """One descent epoch on sum_p sum_o (V w_o - R)^2 for every candidate."""
+        self._activate(X, with_prime=True)
+        V, Wo = self._V, self.out_weights
+        s2 = torch.sum(V * V, dim=1, keepdim=True)  # [C, 1]
+        vr = V @ R  # [C, O]
+        wo2 = Wo * Wo
+        loss = torch.sum(wo2 * s2 - 2.0 * Wo * vr, dim=1) + rr
+        torch.div(rr - loss, rr, out=self.scores)
+        g_out = (Wo * s2 - vr).mul_(2.0)
+        # dL/dV = 2 (V |w|^2 - w . R_p), then through the activation and into the inputs.
+        torch.mm(Wo, RT, out=self._G)
+        self._G.mul_(-1.0).add_(V * wo2.sum(dim=1, keepdim=True)).mul_(2.0).mul_(self._A)
+        slope_in = self._G @ X
+        quickprop_update(self.weights, self.delta, self.prev_slope, slope_in, epsilon=epsilon_in, mu=mu, decay=decay)
+        quickprop_update(Wo, self.out_delta, self.out_prev_slope, g_out, epsilon=epsilon_out, mu=mu, decay=decay)
+
+
 class CandidatePool:
-    """C candidate units with fan-in F and their quickprop state for one candidate phase."""
+    """C candidate units with fan-in F and their quickprop state for one candidate phase.
+
+    The pool is stored as whole ``[C, ...]`` tensors (that is what a snapshot holds) and
+    computed in blocks of ``block_size`` rows (see :class:`PoolBlock`).
+    """
 
     def __init__(
         self,
@@ -59,19 +147,14 @@ class CandidatePool:
         n_outputs: int,
         n_patterns: int,
         cascade2: bool,
+        block_size: int = 32,
     ):
         self.plan = [(str(a), float(s)) for a, s in plan]
         self.cascade2 = cascade2
-        C, F, P, O = len(plan), fan_in, n_patterns, n_outputs
+        C, F, O = len(plan), fan_in, n_outputs
         self.fan_in = F
-        self.groups: list[tuple[object, int, int]] = []
-        start = 0
-        for i in range(1, C + 1):
-            if i == C or plan[i][0] != plan[start][0]:
-                self.groups.append((get_activation(plan[start][0]), start, i))
-                start = i
-        steep = torch.tensor([s for _, s in plan], dtype=torch.float32).unsqueeze(1)
-        self.steepness = None if bool((steep == 1.0).all()) else steep
+        self.n_patterns = n_patterns
+        self.block_size = block_size
         self.weights = torch.zeros(C, F)
         self.slots = QuickpropSlots(C, F, F)
         # covariance: last epoch's normalised correlations (their signs steer the gradient);
@@ -82,11 +165,17 @@ class CandidatePool:
         self.scores = torch.zeros(C)
         self.best = 0
         self.best_score = 0.0
-        # Work buffers, reused every epoch.
-        self._S = torch.empty(C, P)
-        self._V = torch.empty(C, P)
-        self._A = torch.empty(C, P)
-        self._G = torch.empty(C, P)
+        self.ranges = [(a, min(a + block_size, C)) for a in range(0, C, block_size)]
+        self.blocks = [self._block(a, b) for a, b in self.ranges]
+
+    def _block(self, a: int, b: int) -> PoolBlock:
+        d, p = self.slots.views()
+        extra = {}
+        if self.cascade2:
+            od, op = self.out_slots.views()
+            extra = dict(out_weights=self.out_weights[a:b], out_delta=od[a:b], out_prev_slope=op[a:b])
+        return PoolBlock(self.plan[a:b], self.weights[a:b], d[a:b], p[a:b], self.prev_cor[a:b], self.scores[a:b],
+                         n_patterns=self.n_patterns, **extra)
 
     @property
     def size(self) -> int:
@@ -103,67 +192,24 @@ class CandidatePool:
                     torch.rand(self.out_weights.shape[1], generator=gen) * (2 * weight_range) - weight_range
                 )
 
-    # -- kernels -----------------------------------------------------------------------
-    def _activate(self, X: Tensor, with_prime: bool) -> None:
-        """V = f(W X^T) (and A = f'), for every candidate at once; X is [P, F]."""
-        S, V, A = self._S, self._V, self._A
-        torch.mm(self.weights, X.t(), out=S)
-        if self.steepness is not None:
-            S.mul_(self.steepness)
-        for act, a, b in self.groups:
-            act.forward(S[a:b], V[a:b])
-            if with_prime:
-                act.prime(V[a:b], S[a:b], A[a:b])
-        if with_prime and self.steepness is not None:
-            A.mul_(self.steepness)
-
-    def _select(self) -> None:
+    def select(self) -> None:
         self.best = int(torch.argmax(self.scores))  # first maximum on ties, as cascor1.c
         self.best_score = float(self.scores[self.best])
 
     def measure(self, X: Tensor, Ec: Tensor) -> None:
-        """Covariance only: the phase's first epoch computes correlations, trains nothing."""
-        self._activate(X, with_prime=False)
-        torch.mm(self._V, Ec, out=self.prev_cor)
-        torch.sum(self.prev_cor.abs(), dim=1, out=self.scores)
-        self._select()
+        for block in self.blocks:
+            block.measure(X, Ec)
+        self.select()
 
     def train_covariance(self, X: Tensor, Ec: Tensor, EcT: Tensor, epsilon: float, mu: float, decay: float) -> None:
-        """One ascent epoch. Ec is the centred, SSE-normalised residual [P, O]; EcT its transpose."""
-        self._activate(X, with_prime=True)
-        cor = self._V @ Ec  # [C, O], correlations of the pre-update weights
-        # Descent direction on -S: -sign(cor_prev) per output (cascor1.c: negative -> -1 else +1).
-        neg_dir = torch.where(self.prev_cor < 0, 1.0, -1.0)
-        torch.mm(neg_dir, EcT, out=self._G)  # [C, P]
-        self._G.mul_(self._A)
-        slope = self._G @ X  # [C, F]
-        d, p = self.slots.views()
-        quickprop_update(self.weights, d, p, slope, epsilon=epsilon, mu=mu, decay=decay)
-        self.prev_cor.copy_(cor)
-        torch.sum(cor.abs_(), dim=1, out=self.scores)
-        self._select()
+        for block in self.blocks:
+            block.train_covariance(X, Ec, EcT, epsilon, mu, decay)
+        self.select()
 
-    def train_cascade2(
-        self, X: Tensor, R: Tensor, RT: Tensor, rr: float, epsilon_in: float, epsilon_out: float, mu: float, decay: float
-    ) -> None:
-        """One descent epoch on sum_p sum_o (V w_o - R)^2 for every candidate."""
-        self._activate(X, with_prime=True)
-        V, Wo = self._V, self.out_weights
-        s2 = torch.sum(V * V, dim=1, keepdim=True)  # [C, 1]
-        vr = V @ R  # [C, O]
-        wo2 = Wo * Wo
-        loss = torch.sum(wo2 * s2 - 2.0 * Wo * vr, dim=1) + rr
-        torch.div(rr - loss, rr, out=self.scores)
-        g_out = (Wo * s2 - vr).mul_(2.0)
-        # dL/dV = 2 (V |w|^2 - w . R_p), then through the activation and into the inputs.
-        torch.mm(Wo, RT, out=self._G)
-        self._G.mul_(-1.0).add_(V * wo2.sum(dim=1, keepdim=True)).mul_(2.0).mul_(self._A)
-        slope_in = self._G @ X
-        d, p = self.slots.views()
-        quickprop_update(self.weights, d, p, slope_in, epsilon=epsilon_in, mu=mu, decay=decay)
-        od, op = self.out_slots.views()
-        quickprop_update(Wo, od, op, g_out, epsilon=epsilon_out, mu=mu, decay=decay)
-        self._select()
+    def train_cascade2(self, X, R, RT, rr, epsilon_in, epsilon_out, mu, decay) -> None:
+        for block in self.blocks:
+            block.train_cascade2(X, R, RT, rr, epsilon_in, epsilon_out, mu, decay)
+        self.select()
 
     # -- install -------------------------------------------------------------------------
     def winner(self) -> tuple[int, Tensor, str, float]:

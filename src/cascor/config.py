@@ -36,6 +36,9 @@ class CascorConfig:
     candidate_activations: tuple[str, ...] = ("symmetric_sigmoid",)
     candidate_steepnesses: tuple[float, ...] = (1.0,)
     pool_size: int = 8
+    # Candidates are computed in blocks of this many rows: the unit of work that the parallel
+    # backends distribute. Results depend on it (not on the backend), so it is part of the config.
+    candidate_block: int = 32
     input_epsilon: float = 1.0
     input_mu: float = 2.0
     input_decay: float = 0.0
@@ -182,7 +185,7 @@ def _validate(cfg: CascorConfig) -> None:
     number("weight_multiplier")
     for name in ("output_patience", "input_patience", "max_units"):
         number(name, nonneg=True, integer=True, upper=1_000_000)
-    for name in ("output_epochs", "input_epochs", "pool_size"):
+    for name in ("output_epochs", "input_epochs", "pool_size", "candidate_block"):
         number(name, positive=True, integer=True, upper=1_000_000)
     number("seed", nonneg=True, integer=True, upper=2**63 - 1)
     if cfg.output_activation not in OUTPUT_ACTIVATION_NAMES:

@@ -98,6 +98,7 @@ class TrainState:
             self.network.n_outputs,
             self.n_patterns,
             cascade2=cfg.candidate_score == "cascade2",
+            block_size=cfg.candidate_block,
         )
 
     @property

@@ -212,10 +212,12 @@ class CandidatePool:
         self.select()
 
     # -- install -------------------------------------------------------------------------
-    def winner(self) -> tuple[int, Tensor, str, float]:
+    def winner(self) -> tuple[int, Tensor, str, float, Tensor]:
+        """(index, weights, activation, steepness, correlations or Cascade 2 output weights)."""
         c = self.best
         act, steep = self.plan[c]
-        return c, self.weights[c].clone(), act, steep
+        extra = (self.out_weights if self.cascade2 else self.prev_cor)[c].clone()
+        return c, self.weights[c].clone(), act, steep, extra
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:

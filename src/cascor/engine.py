@@ -61,8 +61,12 @@ def data_digest(X: Tensor, Y: Tensor) -> str:
 class Engine:
     """Advances a :class:`TrainState` on fixed training data, one epoch per :meth:`step`."""
 
-    def __init__(self, state: TrainState, X, Y):
+    def __init__(self, state: TrainState, X, Y, backend=None):
+        from .parallel import LocalBackend
+
         X, Y = as_training_tensors(X, Y)
+        self.backend = backend or LocalBackend()
+        self._round = None  # the backend's handle on this candidate phase's shared inputs
         net = state.network
         if tuple(X.shape) != (state.n_patterns, net.n_inputs) or Y.shape[1] != net.n_outputs:
             raise DataError(
@@ -99,13 +103,19 @@ class Engine:
         self._cand_inputs: tuple | None = None
 
     # -- public -----------------------------------------------------------------------
-    def step(self) -> str:
-        """Run one epoch; returns what happened: 'output', 'candidates', 'installed', 'solved' or 'max_units'."""
+    def step(self, limit: int | None = None) -> str:
+        """Advance to the next epoch boundary; returns what happened: 'output', 'candidates',
+        'installed', 'solved' or 'max_units'.
+
+        One epoch, except in a candidate phase handed to a distributed backend, which runs up to
+        ``limit`` epochs per call (its chunk size otherwise) and ends at an epoch boundary
+        with the same state the one-epoch steps would have reached.
+        """
         phase = self.state.phase.name
         if phase == "output":
             return self._output_epoch()
         if phase == "candidates":
-            return self._candidate_epoch()
+            return self._candidate_epoch(limit)
         return self.state.status
 
     def outputs(self) -> Tensor:
@@ -193,9 +203,9 @@ class Engine:
                 self._cand_inputs = (R, R.t().contiguous(), rr if rr > 0 else 1.0)
         return self._cand_inputs
 
-    def _candidate_epoch(self) -> str:
+    def _candidate_epoch(self, limit: int | None) -> str:
         st, cfg = self.state, self.state.config
-        ph, cnt, net = st.phase, st.counters, st.network
+        ph, net = st.phase, st.network
         P, F = st.n_patterns, net.fan_in
         Xv = self.values[:, :F]
         inputs = self._candidate_inputs()
@@ -203,16 +213,35 @@ class Engine:
         if st.pool is None:
             st.pool = st.new_pool()
             st.pool.initialize(cfg.seed, net.n_hidden, cfg.weight_range)
-            if covariance:
-                st.pool.measure(Xv, inputs[0])
-                return self._count_candidate_epoch()
         pool = st.pool
+        measuring = covariance and ph.passes == 0
         eps = cfg.input_epsilon / (P * F)
-        if covariance:
+        left = cfg.input_epochs - ph.updates + (1 if measuring else 0)
+        chunk = min(left, limit if limit is not None else getattr(self.backend, "chunk_epochs", 1))
+        if chunk > 1 and self.backend.distributes(P, pool.size, F, len(pool.blocks)):
+            return self._candidate_chunk(chunk, measuring, eps)
+        if measuring:
+            pool.measure(Xv, inputs[0])
+        elif covariance:
             pool.train_covariance(Xv, inputs[0], inputs[1], eps, cfg.input_mu, cfg.input_decay)
         else:
-            pool.train_cascade2(Xv, inputs[0], inputs[1], inputs[2], eps, cfg.input_epsilon / P, cfg.input_mu, cfg.input_decay)
-        self._count_candidate_epoch()
+            pool.train_cascade2(Xv, inputs[0], inputs[1], inputs[2], eps, cfg.input_epsilon / P, cfg.input_mu,
+                                cfg.input_decay)
+        if self._after_candidate_epoch(measuring):
+            self._install(*pool.winner())
+            return "installed"
+        return "candidates"
+
+    def _after_candidate_epoch(self, measuring: bool) -> bool:
+        """Count the epoch and apply TRAIN_INPUTS' patience rule; True when the round is over."""
+        st, cfg = self.state, self.state.config
+        ph, pool = st.phase, st.pool
+        ph.passes += 1
+        st.counters.epoch += 1
+        st.counters.candidate_epochs += 1
+        st.history.add_candidate_epoch(st.counters.epoch, st.network.n_hidden, pool.best_score)
+        if measuring:
+            return False
         i = ph.updates
         ph.updates += 1
         score = pool.best_score
@@ -225,35 +254,67 @@ class Engine:
             ph.last, ph.quit = score, i + cfg.input_patience
         elif i >= ph.quit:
             stagnant = True
-        if stagnant or ph.updates >= cfg.input_epochs:
-            self._install()
-            return "installed"
+        return stagnant or ph.updates >= cfg.input_epochs
+
+    def _candidate_chunk(self, epochs: int, measuring: bool, eps: float) -> str:
+        """Several epochs of every block on the backend, then the phase replayed epoch by epoch."""
+        st, cfg = self.state, self.state.config
+        pool = st.pool
+        F = st.network.fan_in
+        if self._round is None:
+            inputs = self._candidate_inputs()
+            shared = {"X": self.values[:, :F].contiguous().numpy()}
+            if cfg.candidate_score == "covariance":
+                shared.update(kind="covariance", Ec=inputs[0].numpy(), EcT=inputs[1].numpy())
+            else:
+                shared.update(kind="cascade2", R=inputs[0].contiguous().numpy(), RT=inputs[1].numpy(), rr=inputs[2])
+            self._round = self.backend.begin_round(shared)
+        params = {"epochs": epochs, "measure_first": measuring, "eps": eps, "eps_out": cfg.input_epsilon / st.n_patterns,
+                  "mu": cfg.input_mu, "decay": cfg.input_decay}
+        keys = ("weights", "delta", "prev_slope", "prev_cor") + (
+            ("out_weights", "out_delta", "out_prev_slope") if pool.cascade2 else ())
+        blocks = [{"plan": [list(p) for p in blk.plan],
+                   **{k: getattr(blk, k).numpy() for k in keys}} for blk in pool.blocks]
+        results = self.backend.run_blocks(self._round, blocks, params)
+        starts = [a for a, _ in pool.ranges]
+        for t in range(epochs):
+            for (a, b), res in zip(pool.ranges, results):
+                pool.scores[a:b] = torch.from_numpy(res["scores"][t])
+            pool.select()
+            if self._after_candidate_epoch(measuring and t == 0):
+                j = max(i for i, a in enumerate(starts) if a <= pool.best)
+                res = results[j]
+                extra = torch.from_numpy(res["best_extra"][t].copy())
+                weights = torch.from_numpy(res["best_weights"][t].copy())
+                act, steep = pool.plan[pool.best]
+                self._install(pool.best, weights, act, steep, extra)
+                return "installed"
+        for blk, res in zip(pool.blocks, results):
+            for k in keys:
+                getattr(blk, k).copy_(torch.from_numpy(res[k]))
         return "candidates"
 
-    def _count_candidate_epoch(self) -> str:
-        st = self.state
-        st.phase.passes += 1
-        st.counters.epoch += 1
-        st.counters.candidate_epochs += 1
-        st.history.add_candidate_epoch(st.counters.epoch, st.network.n_hidden, st.pool.best_score)
-        return "candidates"
+    def _install(self, c: int, weights: Tensor, act: str, steep: float, extra: Tensor) -> None:
+        """Freeze candidate ``c`` into the cascade (cascor1.c INSTALL_NEW_UNIT).
 
-    def _install(self) -> None:
-        """Freeze the best candidate into the cascade (cascor1.c INSTALL_NEW_UNIT)."""
+        ``extra`` is the winner's correlations (covariance) or its own output weights (Cascade 2).
+        """
         st, cfg = self.state, self.state.config
         net, pool = st.network, st.pool
         F = net.fan_in
-        c, weights, act, steep = pool.winner()
         unit = HiddenUnit(weights, act, steep)
         self.values[:, F] = unit_column(self.values[:, :F], unit)
         if pool.cascade2:
-            out_w = pool.out_weights[c] * cfg.weight_multiplier
+            out_w = extra * cfg.weight_multiplier
         else:
             wm = cfg.weight_multiplier if cfg.error_measure == "bits" else cfg.weight_multiplier / F
-            out_w = -pool.prev_cor[c] * wm
+            out_w = -extra * wm
         net.add_unit(unit, out_w)
         st.output_slots.grow()
         st.history.add_unit(st.counters.epoch, c, pool.best_score, act, steep)
         st.pool = None
         self._cand_inputs = None
+        if self._round is not None:
+            self.backend.end_round(self._round)
+            self._round = None
         self._enter(st, "output", quit=cfg.output_patience)

@@ -27,16 +27,16 @@ class RunReport:
     seconds: float  # wall time inside the training loop only
 
 
-def start(config: CascorConfig, X, Y) -> Engine:
-    """A fresh run on (X, Y)."""
+def start(config: CascorConfig, X, Y, backend=None) -> Engine:
+    """A fresh run on (X, Y); ``backend`` computes candidate pools (default: in-process)."""
     X, Y = as_training_tensors(X, Y)
     state = new_state(config, X.shape[1], Y.shape[1], X.shape[0])
-    return Engine(state, X, Y)
+    return Engine(state, X, Y, backend)
 
 
-def resume(state: TrainState, X, Y) -> Engine:
+def resume(state: TrainState, X, Y, backend=None) -> Engine:
     """Continue a run from its state tree; nothing is re-initialised."""
-    return Engine(state, X, Y)
+    return Engine(state, X, Y, backend)
 
 
 def run(
@@ -59,7 +59,15 @@ def run(
         if max_steps is not None and steps >= max_steps:
             stopped = True
             break
-        event = engine.step()
+        # A distributed candidate phase may run several epochs per step: never past a boundary
+        # someone asked for (the stop epoch, a callback's next checkpoint).
+        limit = None if stop_at_epoch is None else stop_at_epoch - state.counters.epoch
+        for cb in callbacks:
+            due = getattr(cb, "epochs_until_due", None)
+            hint = due(state) if due else None
+            if hint:
+                limit = hint if limit is None else min(limit, hint)
+        event = engine.step(limit)
         steps += 1
         if any([cb(engine, event) for cb in callbacks]):
             stopped = not state.done

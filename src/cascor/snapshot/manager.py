@@ -141,6 +141,12 @@ class CheckpointManager:
         if due and not state.done:
             self.save(state)
 
+    def epochs_until_due(self, state) -> int | None:
+        """How far a multi-epoch step may go before this manager wants an epoch-boundary save."""
+        if self.every > 0:
+            return self.every - state.counters.epoch % self.every
+        return None
+
     def save(self, state, name: str | None = None, wait: bool = False) -> str:
         """Save now. With ``wait`` (or without a background writer) the file is on disk when this
         returns, after every pending background write."""

@@ -1,0 +1,168 @@
+"""Where candidate blocks are computed: in-process, in local worker processes, or on Dask.
+
+Every backend runs the same pure task (:func:`cascor.parallel.work.advance_block`) on the same
+blocks, so the trained network is bit-identical whatever the backend, the worker count or the
+order in which tasks finish. A distributed round that fails (worker killed, scheduler gone)
+is retried by Dask, then recomputed locally with a warning: same inputs, same result.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ..errors import ConfigError
+from .work import advance_block
+
+BACKENDS = ("local", "processes", "dask", "auto")
+# Distribute a round only when its work clearly pays for task overhead (performance.md: engines
+# are 3-10x slower than in-process on spirals-sized pools). Work per epoch ~ patterns x pool x fan-in.
+AUTO_MIN_WORK = 2e7
+
+
+class LocalBackend:
+    """Everything in the training process, one epoch per step (the default)."""
+
+    name = "local"
+    workers = None
+    scheduler = None
+
+    def distributes(self, n_patterns: int, pool_size: int, fan_in: int, n_blocks: int) -> bool:
+        return False
+
+    def settings(self) -> dict:
+        return {"name": self.name, "workers": self.workers, "scheduler": self.scheduler}
+
+    def close(self) -> None:
+        pass
+
+
+class _Distributed(LocalBackend):
+    chunk_epochs = 10  # epochs per task: fewer round trips, at most chunk-1 epochs computed past a stop
+    forced = True
+
+    def distributes(self, n_patterns, pool_size, fan_in, n_blocks) -> bool:
+        if n_blocks < 2:
+            return False
+        return self.forced or n_patterns * pool_size * fan_in >= AUTO_MIN_WORK
+
+    def begin_round(self, shared: dict):
+        return shared
+
+    def end_round(self, handle) -> None:
+        pass
+
+    def run_blocks(self, handle, blocks: list[dict], params: dict) -> list[dict]:
+        try:
+            return self._run(handle, blocks, params)
+        except Exception as exc:  # the engine's answer to any remote failure: recompute here
+            warnings.warn(f"cascor: the {self.name} backend failed this round ({type(exc).__name__}: {exc}); "
+                          "recomputing it in-process (results are identical)", RuntimeWarning, stacklevel=2)
+            shared = self._local_shared(handle)
+            return [advance_block(shared, b, params) for b in blocks]
+
+    def _local_shared(self, handle):
+        return handle
+
+
+class ProcessBackend(_Distributed):
+    """Blocks split across local worker processes (joblib's loky executor; one machine, no cluster)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None, forced: bool = True):
+        from joblib.externals.loky import get_reusable_executor
+
+        self.workers = workers or os.cpu_count() or 2
+        self.forced = forced
+        self._executor = get_reusable_executor(max_workers=self.workers, initializer=_one_thread)
+
+    def _run(self, shared, blocks, params):
+        futures = [self._executor.submit(advance_block, shared, b, params) for b in blocks]
+        return [f.result() for f in futures]
+
+    def settings(self) -> dict:
+        return {"name": "auto" if not self.forced else self.name, "workers": self.workers, "scheduler": None}
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class DaskBackend(_Distributed):
+    """Dask distributed: an embedded LocalCluster, or an existing cluster by scheduler address.
+
+    Inputs and residuals are scattered (broadcast) once per round; each block is a task with
+    Dask's own retries. TLS addresses and ``security`` (a ``distributed.Security``) pass through;
+    only the address is ever recorded, never credentials.
+    """
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, security=None, retries: int = 2):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("the dask backend needs Dask distributed: pip install 'cascor[dask]'") from None
+        if scheduler and "@" in scheduler:
+            raise ConfigError("put credentials in Dask's security settings, not in the scheduler address")
+        self.scheduler = scheduler
+        self.retries = retries
+        self._cluster = None
+        if scheduler:
+            self._client = Client(scheduler, security=security, timeout="30s")
+            self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
+        else:
+            self.workers = workers or 2
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                         host="127.0.0.1", dashboard_address=None)
+            self._client = Client(self._cluster)
+
+    def begin_round(self, shared: dict):
+        try:
+            # One future for the whole round's inputs, copied to every worker once.
+            [future] = self._client.scatter([shared], broadcast=True, hash=False)
+        except Exception:
+            future = None  # scatter failed: the round falls back below
+        return {"future": future, "local": shared}
+
+    def _run(self, handle, blocks, params):
+        if handle["future"] is None:
+            raise RuntimeError("could not share the round's inputs with the cluster")
+        futures = [self._client.submit(advance_block, handle["future"], b, params, retries=self.retries, pure=False)
+                   for b in blocks]
+        return self._client.gather(futures)
+
+    def _local_shared(self, handle):
+        return handle["local"]
+
+    def end_round(self, handle) -> None:
+        if handle.get("future") is not None:
+            try:
+                handle["future"].release()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            if self._cluster is not None:
+                self._cluster.close()
+
+
+def make_backend(name: str = "local", workers: int | None = None, scheduler: str | None = None, security=None):
+    """A backend by name: local, processes, dask, or auto (local unless a round is big enough)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; expected one of: {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"the number of workers must be >= 1; got {workers}")
+    if name == "local":
+        return LocalBackend()
+    if name == "processes":
+        return ProcessBackend(workers)
+    if name == "auto":
+        return ProcessBackend(workers, forced=False)
+    return DaskBackend(scheduler, workers, security)

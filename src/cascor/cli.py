@@ -67,6 +67,13 @@ def _progress(quiet: bool):
     return callback
 
 
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _summary_lines(s: dict) -> list[str]:
     state = "solved" if s["solved"] else ("stopped" if not s["finished"] else s["status"])
     lines = [
@@ -93,6 +100,14 @@ def _train_options(f):
                      help="Keep only the newest N checkpoints (0: keep all)."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary as the last line."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+        click.option("--backend", type=click.Choice(["local", "processes", "dask", "auto"]), default=None,
+                     help="Where candidate pools train (default: local, or what the snapshot recorded)."),
+        click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes."),
+        click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+                     help="Torch threads in this process (0: torch's default). One is fastest for most "
+                          "Cascade-Correlation problems, which are too small to split."),
+        click.option("--scheduler", default=None, metavar="ADDR",
+                     help="Dask scheduler address (tcp://host:8786, tls://...); default: an embedded LocalCluster."),
     ]):
         f = opt(f)
     return f
@@ -109,14 +124,16 @@ def _train_options(f):
 @click.option("--resume", "resume_flag", is_flag=True, help="Continue from OUT/latest.h5 if it exists.")
 @_train_options
 def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_after, checkpoint_every, keep_last,
-          as_json, quiet):
+          as_json, quiet, backend, workers, threads, scheduler):
     """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
     from . import config as cfgmod
     from . import workflow
 
     latest = os.path.join(out, "latest.h5")
+    _set_threads(threads)
+    parallel = {"backend": backend, "workers": workers, "scheduler": scheduler}
     if resume_flag and os.path.exists(latest):
-        _resume(latest, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet)
+        _resume(latest, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel)
         return
     from .trainer import start
 
@@ -127,7 +144,8 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_afte
     explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
     cfg = workflow.adapt_config(cfg, ds, explicit)
     X, Y, info = workflow.targets_for(ds, cfg)
-    engine = start(cfg, X, Y)
+    chosen = workflow.backend_from({"name": "local"}, parallel)
+    engine = start(cfg, X, Y, backend=chosen)
     engine.state.targets = info
     _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet)
 
@@ -139,15 +157,17 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
     try:
         outcome = workflow.run_directory(engine, out, data_source=source, stop_after=stop_after,
                                          checkpoint_every=checkpoint_every, keep_last=keep_last,
-                                         callbacks=(progress,) if progress else (), **kw)
+                                         callbacks=(progress,) if progress else (),
+                                         backend=engine.backend.settings(), **kw)
     finally:
+        engine.backend.close()
         if progress:
             progress.bar.close()
     summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot)
     _emit(summary, as_json, _summary_lines(summary))
 
 
-def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet):
+def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel):
     from . import snapshot as snap
     from . import workflow
     from .trainer import resume as resume_engine
@@ -159,7 +179,7 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
         source = loaded.data_source
         ds = workflow.load_source(source)
     X, Y, _ = workflow.targets_for(ds, loaded.state.config)
-    engine = resume_engine(loaded.state, X, Y)
+    engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel))
     _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
          protect={os.path.abspath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest)
 
@@ -171,9 +191,12 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
 @click.option("--data", type=click.Path(dir_okay=False), help="Override the recorded data file.")
 @click.option("--target", default=None)
 @_train_options
-def resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet):
-    """Continue a run from SNAPSHOT exactly where it stopped."""
-    _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet)
+def resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, backend,
+           workers, threads, scheduler):
+    """Continue a run from SNAPSHOT exactly where it stopped (on the backend it recorded, or --backend)."""
+    _set_threads(threads)
+    _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
+            {"backend": backend, "workers": workers, "scheduler": scheduler})
 
 
 @main.command()

@@ -79,6 +79,18 @@ def score(network, targets: dict, X, y) -> dict:
     return {"rmse": rmse, "r2": 1.0 - rmse**2 / var if var > 0 else float("nan")}
 
 
+def backend_from(recorded: dict | None, override: dict):
+    """The backend to use: the command line's choice, else what the snapshot recorded."""
+    from .parallel import make_backend
+
+    recorded = recorded or {"name": "local"}
+    name = override.get("backend") or (override.get("scheduler") and "dask") or recorded.get("name") or "local"
+    same = name == recorded.get("name")
+    workers = override.get("workers") or (recorded.get("workers") if same else None)
+    scheduler = override.get("scheduler") or (recorded.get("scheduler") if same else None)
+    return make_backend(name, workers=workers, scheduler=scheduler)
+
+
 class StopRequest:
     """SIGINT/SIGTERM ask the loop to stop at the next epoch boundary (the epoch finishes, then a save)."""
 

@@ -53,6 +53,12 @@ class _Distributed(LocalBackend):
         pass
 
     def run_blocks(self, handle, blocks: list[dict], params: dict) -> list[dict]:
+        if not self._usable():
+            if not getattr(self, "_warned", False):
+                self._warned = True
+                warnings.warn(f"cascor: the {self.name} backend is unreachable; recomputing candidate rounds "
+                              "in-process from now on (results are identical)", RuntimeWarning, stacklevel=2)
+            return [advance_block(self._local_shared(handle), b, params) for b in blocks]
         try:
             return self._run(handle, blocks, params)
         except Exception as exc:  # the engine's answer to any remote failure: recompute here
@@ -60,6 +66,9 @@ class _Distributed(LocalBackend):
                           "recomputing it in-process (results are identical)", RuntimeWarning, stacklevel=2)
             shared = self._local_shared(handle)
             return [advance_block(shared, b, params) for b in blocks]
+
+    def _usable(self) -> bool:
+        return True
 
     def _local_shared(self, handle):
         return handle
@@ -120,19 +129,45 @@ class DaskBackend(_Distributed):
                                          host="127.0.0.1", dashboard_address=None)
             self._client = Client(self._cluster)
 
+    def _usable(self) -> bool:
+        """False once the scheduler is gone: later rounds run in-process without waiting on it."""
+        return self._client.status == "running"
+
     def begin_round(self, shared: dict):
+        return {"future": self._share(shared) if self._usable() else None, "local": shared}
+
+    def _share(self, shared: dict):
         try:
             # One future for the whole round's inputs, copied to every worker once.
-            [future] = self._client.scatter([shared], broadcast=True, hash=False)
+            [future] = self._client.scatter([shared], broadcast=True, hash=False, timeout=60)
+            return future
         except Exception:
-            future = None  # scatter failed: the round falls back below
-        return {"future": future, "local": shared}
+            return None  # the round falls back to a re-share, then to local computation
 
     def _run(self, handle, blocks, params):
+        try:
+            return self._attempt(handle, blocks, params)
+        except Exception:
+            if not self._usable():
+                raise
+            # A worker holding the shared inputs died with them: share again, submit again.
+            handle["future"] = self._share(handle["local"])
+            return self._attempt(handle, blocks, params)
+
+    def _attempt(self, handle, blocks, params):
+        from distributed import wait
+
         if handle["future"] is None:
             raise RuntimeError("could not share the round's inputs with the cluster")
         futures = [self._client.submit(advance_block, handle["future"], b, params, retries=self.retries, pure=False)
                    for b in blocks]
+        while True:  # poll, so that a vanished scheduler is noticed instead of waited on forever
+            try:
+                wait(futures, timeout=1.0)
+                break
+            except TimeoutError:
+                if not self._usable():
+                    raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})") from None
         return self._client.gather(futures)
 
     def _local_shared(self, handle):
@@ -147,7 +182,9 @@ class DaskBackend(_Distributed):
 
     def close(self) -> None:
         try:
-            self._client.close()
+            self._client.close(timeout=10)
+        except Exception:
+            pass
         finally:
             if self._cluster is not None:
                 self._cluster.close()

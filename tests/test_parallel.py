@@ -1,0 +1,185 @@
+"""Parallel backends produce bit-identical networks: real processes, a real Dask LocalCluster and a
+real `dask scheduler` + `dask worker` topology on loopback, including faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from cascor import snapshot, trainer
+from cascor.config import preset
+from cascor.errors import ConfigError
+from cascor.parallel import DaskBackend, make_backend
+from cascor.snapshot import encode_state
+from cascor.snapshot.format import tensor_digest
+
+pytestmark = pytest.mark.distributed
+
+
+def _data(P=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(P, 6)).astype(np.float32)
+    Y = np.stack([np.sin(X[:, 0] * X[:, 1]), np.cos(X[:, 2] + X[:, 3])], 1).astype(np.float32) * 0.4
+    return X, Y
+
+
+COV = preset("cascor1c").replace(seed=3, pool_size=32, candidate_block=8, max_units=3, score_threshold=0.2)
+CAS2 = preset("fann-cascade2").replace(seed=4, pool_size=24, candidate_block=8, max_units=2, score_threshold=0.2)
+
+
+def _content(engine):
+    meta, arrays = encode_state(engine.state.state_dict())
+    return json.dumps(meta, sort_keys=True), {k: tensor_digest(v) for k, v in arrays.items()}
+
+
+def _train(cfg, backend=None, **kw):
+    X, Y = _data()
+    eng = trainer.start(cfg, X, Y, backend=backend)
+    trainer.run(eng, **kw)
+    return eng
+
+
+@pytest.fixture(scope="module")
+def local_results():
+    return {name: _content(_train(cfg)) for name, cfg in (("cov", COV), ("cas2", CAS2))}
+
+
+def test_processes_backend_identical_to_local(local_results):
+    backend = make_backend("processes", workers=2)
+    try:
+        for name, cfg in (("cov", COV), ("cas2", CAS2)):
+            eng = _train(cfg, backend)
+            assert eng.state.network.n_hidden >= 1
+            assert _content(eng) == local_results[name]
+    finally:
+        backend.close()
+
+
+def test_dask_local_cluster_identical_to_local(local_results):
+    backend = DaskBackend(workers=2)
+    try:
+        for name, cfg in (("cov", COV), ("cas2", CAS2)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no silent local fallback
+                eng = _train(cfg, backend)
+            assert _content(eng) == local_results[name]
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, killed by PID in teardown."""
+    sched_file = str(tmp_path / "scheduler.json")
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                      "--scheduler-file", sched_file],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not os.path.exists(sched_file) and time.time() < deadline:
+            time.sleep(0.1)
+        address = json.load(open(sched_file))["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                           "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        yield address, procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+
+
+def test_real_topology_with_a_worker_killed_mid_round(dask_cluster, local_results):
+    address, procs = dask_cluster
+    backend = DaskBackend(scheduler=address)
+    assert backend.workers == 2 and backend.settings()["scheduler"] == address
+    killed = []
+
+    def kill_one_worker(engine, event):
+        # After the first distributed chunk, kill a worker while the next round is in flight.
+        if event == "candidates" and not killed:
+            killed.append(procs[1].pid)
+            threading.Timer(0.05, procs[1].send_signal, args=(signal.SIGKILL,)).start()
+
+    try:
+        eng = _train(COV, backend, callbacks=[kill_one_worker])
+    finally:
+        backend.close()
+    assert killed and procs[1].wait(timeout=10) == -signal.SIGKILL
+    assert _content(eng) == local_results["cov"]
+
+
+def test_scheduler_gone_falls_back_locally_with_a_warning(dask_cluster, local_results):
+    address, procs = dask_cluster
+    backend = DaskBackend(scheduler=address)
+    stopped = []
+
+    def stop_scheduler(engine, event):
+        if event == "candidates" and not stopped:
+            stopped.append(True)
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait()
+
+    try:
+        with pytest.warns(RuntimeWarning, match="in-process"):
+            eng = _train(COV, backend, callbacks=[stop_scheduler])
+    finally:
+        try:
+            backend.close()
+        except Exception:
+            pass
+    assert _content(eng) == local_results["cov"]
+
+
+def test_snapshot_taken_on_dask_resumes_locally_identically(tmp_path, local_results):
+    backend = DaskBackend(workers=2)
+    X, Y = _data()
+    try:
+        eng = trainer.start(COV, X, Y, backend=backend)
+        trainer.run(eng, stop_at_epoch=130)
+        assert eng.state.counters.epoch == 130
+        path = str(tmp_path / "mid.h5")
+        snapshot.save(eng.state, path, backend=backend.settings())
+    finally:
+        backend.close()
+    snap = snapshot.load(path)
+    assert snap.backend == {"name": "dask", "workers": 2, "scheduler": None}
+    rest = trainer.resume(snap.state, X, Y)  # on a laptop: local backend
+    trainer.run(rest)
+    assert _content(rest) == local_results["cov"]
+
+
+def test_auto_policy_keeps_small_rounds_local():
+    backend = make_backend("auto", workers=2)
+    try:
+        assert not backend.distributes(194, 8, 3, 1)  # two-spirals: one block, stays in-process
+        assert not backend.distributes(194, 64, 15, 2)
+        assert backend.distributes(20000, 128, 31, 4)
+    finally:
+        backend.close()
+
+
+def test_missing_dask_is_a_clear_error():
+    code = ("import sys\nsys.modules['distributed'] = None\n"
+            "from cascor.parallel import make_backend\n"
+            "try:\n    make_backend('dask')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "ConfigError" in out.stdout and "pip install 'cascor[dask]'" in out.stdout
+    with pytest.raises(ConfigError, match="credentials"):
+        make_backend("dask", scheduler="tcp://user:secret@127.0.0.1:8786")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        make_backend("ray")

@@ -9,10 +9,11 @@ is retried by Dask, then recomputed locally with a warning: same inputs, same re
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 from ..errors import ConfigError
-from .work import advance_block
+from .work import advance_block, advance_blocks, save_shared
 
 BACKENDS = ("local", "processes", "dask", "auto")
 # Distribute a round only when its work clearly pays for task overhead (performance.md: engines
@@ -38,7 +39,7 @@ class LocalBackend:
 
 
 class _Distributed(LocalBackend):
-    chunk_epochs = 10  # epochs per task: fewer round trips, at most chunk-1 epochs computed past a stop
+    chunk_epochs = 15  # epochs per task: fewer round trips, at most chunk-1 epochs computed past a stop
     forced = True
 
     def distributes(self, n_patterns, pool_size, fan_in, n_blocks) -> bool:
@@ -73,6 +74,12 @@ class _Distributed(LocalBackend):
     def _local_shared(self, handle):
         return handle
 
+    def _groups(self, blocks: list) -> list[list]:
+        """Contiguous groups of blocks, one per worker (the order of results is the block order)."""
+        n = max(1, min(self.workers, len(blocks)))
+        size = -(-len(blocks) // n)
+        return [blocks[i:i + size] for i in range(0, len(blocks), size)]
+
 
 class ProcessBackend(_Distributed):
     """Blocks split across local worker processes (joblib's loky executor; one machine, no cluster)."""
@@ -86,9 +93,21 @@ class ProcessBackend(_Distributed):
         self.forced = forced
         self._executor = get_reusable_executor(max_workers=self.workers, initializer=_one_thread)
 
-    def _run(self, shared, blocks, params):
-        futures = [self._executor.submit(advance_block, shared, b, params) for b in blocks]
-        return [f.result() for f in futures]
+    def begin_round(self, shared: dict):
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory(prefix="cascor-round-")
+        return {"dir": tmp, "path": save_shared(shared, tmp.name), "local": shared}
+
+    def end_round(self, handle) -> None:
+        handle["dir"].cleanup()
+
+    def _local_shared(self, handle):
+        return handle["local"]
+
+    def _run(self, handle, blocks, params):
+        futures = [self._executor.submit(advance_blocks, handle["path"], g, params) for g in self._groups(blocks)]
+        return [r for f in futures for r in f.result()]
 
     def settings(self) -> dict:
         return {"name": "auto" if not self.forced else self.name, "workers": self.workers, "scheduler": None}
@@ -110,7 +129,8 @@ class DaskBackend(_Distributed):
 
     name = "dask"
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None, security=None, retries: int = 2):
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, security=None, retries: int = 2,
+                 stall_timeout: float = 300.0):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -119,14 +139,22 @@ class DaskBackend(_Distributed):
             raise ConfigError("put credentials in Dask's security settings, not in the scheduler address")
         self.scheduler = scheduler
         self.retries = retries
+        self.stall_timeout = stall_timeout  # seconds without any task finishing before giving up on the cluster
         self._cluster = None
         if scheduler:
             self._client = Client(scheduler, security=security, timeout="30s")
             self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
         else:
+            import dask
+
             self.workers = workers or 2
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         host="127.0.0.1", dashboard_address=None)
+            # The nanny's MALLOC_TRIM_THRESHOLD_=65536 makes allocating torch kernels ~2x slower in
+            # workers (performance.md); the embedded cluster keeps the other pre-spawn settings.
+            environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+            environ["MALLOC_TRIM_THRESHOLD_"] = 128 << 20
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                             host="127.0.0.1", dashboard_address=None)
             self._client = Client(self._cluster)
 
     def _usable(self) -> bool:
@@ -159,16 +187,24 @@ class DaskBackend(_Distributed):
 
         if handle["future"] is None:
             raise RuntimeError("could not share the round's inputs with the cluster")
-        futures = [self._client.submit(advance_block, handle["future"], b, params, retries=self.retries, pure=False)
-                   for b in blocks]
-        while True:  # poll, so that a vanished scheduler is noticed instead of waited on forever
+        futures = [self._client.submit(advance_blocks, handle["future"], g, params, retries=self.retries, pure=False)
+                   for g in self._groups(blocks)]
+        # Poll, so that a vanished scheduler or a cluster without workers is noticed instead of
+        # waited on forever; the caller then recomputes the round in-process.
+        done, last_progress = 0, time.monotonic()
+        while True:
             try:
                 wait(futures, timeout=1.0)
                 break
             except TimeoutError:
                 if not self._usable():
                     raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})") from None
-        return self._client.gather(futures)
+                now_done = sum(f.done() for f in futures)
+                if now_done > done:
+                    done, last_progress = now_done, time.monotonic()
+                elif time.monotonic() - last_progress > self.stall_timeout:
+                    raise RuntimeError(f"no Dask task finished for {self.stall_timeout:.0f} s") from None
+        return [r for group in self._client.gather(futures) for r in group]
 
     def _local_shared(self, handle):
         return handle["local"]

@@ -15,6 +15,12 @@ BLOCK_KEYS = ("weights", "delta", "prev_slope", "prev_cor")
 CASCADE2_KEYS = ("out_weights", "out_delta", "out_prev_slope")
 
 
+def _t(a) -> torch.Tensor:
+    """A tensor over ``a`` (read-only memory maps are copied: kernels must not write them anyway)."""
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def advance_block(shared: dict, block: dict, params: dict) -> dict:
     """Run ``params['epochs']`` epochs (the first one measuring only if ``measure_first``).
 
@@ -22,7 +28,7 @@ def advance_block(shared: dict, block: dict, params: dict) -> dict:
     candidate's post-epoch weights and correlations (or Cascade 2 output weights): enough for
     the driver to reconstruct the phase epoch by epoch and install the winner of any epoch.
     """
-    X = torch.from_numpy(shared["X"])
+    X = _t(shared["X"])
     cascade2 = shared["kind"] == "cascade2"
     arrays = {k: torch.from_numpy(np.array(block[k], dtype=np.float32, copy=True))
               for k in BLOCK_KEYS + (CASCADE2_KEYS if cascade2 else ())}
@@ -36,12 +42,12 @@ def advance_block(shared: dict, block: dict, params: dict) -> dict:
     best_extra = np.empty((k, arrays["prev_cor"].shape[1]), np.float32)
     for t in range(k):
         if cascade2:
-            pb.train_cascade2(X, torch.from_numpy(shared["R"]), torch.from_numpy(shared["RT"]), shared["rr"],
+            pb.train_cascade2(X, _t(shared["R"]), _t(shared["RT"]), shared["rr"],
                               params["eps"], params["eps_out"], params["mu"], params["decay"])
         elif t == 0 and params["measure_first"]:
-            pb.measure(X, torch.from_numpy(shared["Ec"]))
+            pb.measure(X, _t(shared["Ec"]))
         else:
-            pb.train_covariance(X, torch.from_numpy(shared["Ec"]), torch.from_numpy(shared["EcT"]),
+            pb.train_covariance(X, _t(shared["Ec"]), _t(shared["EcT"]),
                                 params["eps"], params["mu"], params["decay"])
         out_scores[t] = scores.numpy()
         b = int(torch.argmax(scores))
@@ -51,3 +57,45 @@ def advance_block(shared: dict, block: dict, params: dict) -> dict:
     result = {k2: v.numpy() for k2, v in arrays.items()}
     result.update(scores=out_scores, best=best, best_weights=best_weights, best_extra=best_extra)
     return result
+
+
+def advance_blocks(shared, blocks: list[dict], params: dict) -> list[dict]:
+    """Several blocks in one task (one task per worker per chunk keeps task overhead low)."""
+    if isinstance(shared, str):
+        shared = load_shared(shared)
+    return [advance_block(shared, b, params) for b in blocks]
+
+
+_CACHE: dict[str, dict] = {}
+
+
+def save_shared(shared: dict, directory: str) -> str:
+    """Write a round's shared inputs once (``.npy`` files + JSON scalars) for worker processes."""
+    import json
+    import os
+
+    scalars = {}
+    for k, v in shared.items():
+        if isinstance(v, np.ndarray):
+            np.save(os.path.join(directory, f"{k}.npy"), v)
+        else:
+            scalars[k] = v
+    with open(os.path.join(directory, "scalars.json"), "w") as fh:
+        json.dump(scalars, fh)
+    return directory
+
+
+def load_shared(directory: str) -> dict:
+    """Load a round's inputs, once per worker process and round."""
+    import json
+    import os
+
+    if directory not in _CACHE:
+        _CACHE.clear()
+        with open(os.path.join(directory, "scalars.json")) as fh:
+            shared = json.load(fh)
+        for name in os.listdir(directory):
+            if name.endswith(".npy"):
+                shared[name[:-4]] = np.load(os.path.join(directory, name), allow_pickle=False)
+        _CACHE[directory] = shared
+    return _CACHE[directory]

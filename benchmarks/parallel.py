@@ -1,0 +1,97 @@
+"""Per-round candidate training time on a large synthetic problem, for each backend vs local.
+
+20,000 patterns, 20 inputs, 5 outputs, 10 hidden units already installed (fan-in 31); one
+candidate round of exactly 30 epochs (patience off) with pools of 32 and 128. Every backend
+must produce the same installed unit (checked). Also: the auto policy on two-spirals.
+
+    python benchmarks/parallel.py [--workers 2] [--skip-dask]
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from cascor import trainer
+from cascor.config import preset
+from cascor.datasets import encode_targets, two_spirals
+from cascor.network import HiddenUnit
+from cascor.parallel import make_backend
+from cascor.state import TrainState
+
+
+def synthetic_state(pool: int, block: int):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 20)).astype(np.float32)
+    W = rng.normal(size=(20, 5)).astype(np.float32)
+    Y = (np.tanh(X @ W) * 0.4).astype(np.float32)
+    cfg = preset("cascor1c").replace(seed=1, pool_size=pool, candidate_block=block, input_patience=0,
+                                     input_epochs=30, output_epochs=5, max_units=20)
+    eng = trainer.start(cfg, X, Y)
+    st = eng.state
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        st.network.add_unit(HiddenUnit(torch.rand(st.network.fan_in, generator=g) - 0.5, "symmetric_sigmoid", 1.0),
+                            torch.zeros(5))
+        st.output_slots.grow()
+    eng = trainer.resume(st, X, Y)
+    while st.phase.name != "candidates":
+        eng.step()
+    return st.state_dict(), X, Y
+
+
+def one_round(state_dict, X, Y, backend):
+    import copy
+
+    eng = trainer.resume(TrainState.from_state_dict(copy.deepcopy(state_dict)), X, Y, backend=backend)
+    t0 = time.perf_counter()
+    while eng.step() != "installed":
+        pass
+    return time.perf_counter() - t0, eng.state.network.units[-1].weights.clone()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-dask", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    names = ["local", "processes"] + ([] if args.skip_dask else ["dask"])
+    backends = {n: make_backend(n, workers=args.workers) for n in names}
+    try:
+        print(f"{'pool':>5} {'block':>5} | " + " | ".join(f"{n:>18}" for n in names))
+        for pool, block in ((32, 16), (128, 32)):
+            sd, X, Y = synthetic_state(pool, block)
+            times, weights = {}, {}
+            for n in names:
+                one_round(sd, X, Y, backends[n])  # warm-up: worker start, imports, caches
+                runs = [one_round(sd, X, Y, backends[n]) for _ in range(args.repeat)]
+                times[n] = statistics.median(r[0] for r in runs)
+                weights[n] = runs[0][1]
+            same = all(torch.equal(weights[n], weights["local"]) for n in names)
+            cells = [f"{times[n]:7.3f} s ({times['local'] / times[n]:4.2f}x)" for n in names]
+            print(f"{pool:>5} {block:>5} | " + " | ".join(f"{c:>18}" for c in cells) + f"   identical: {same}")
+    finally:
+        for b in backends.values():
+            b.close()
+
+    ds = two_spirals()
+    Ys = encode_targets(ds.y, ds.classes, -0.5, 0.5)
+    auto = make_backend("auto", workers=args.workers)
+    try:
+        loc, aut = [], []
+        for seed in range(1, 11):
+            cfg = preset("fahlman-spirals").replace(seed=seed)
+            loc.append(trainer.run(trainer.start(cfg, ds.X, Ys)).seconds)
+            aut.append(trainer.run(trainer.start(cfg, ds.X, Ys, backend=auto)).seconds)
+        print(f"\ntwo-spirals, auto vs local (median of 10 seeds): {statistics.median(aut):.3f} s vs "
+              f"{statistics.median(loc):.3f} s ({100 * (statistics.median(aut) / statistics.median(loc) - 1):+.1f}%)")
+    finally:
+        auto.close()
+
+
+if __name__ == "__main__":
+    main()

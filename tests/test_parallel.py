@@ -183,3 +183,29 @@ def test_missing_dask_is_a_clear_error():
         make_backend("dask", scheduler="tcp://user:secret@127.0.0.1:8786")
     with pytest.raises(ConfigError, match="unknown backend"):
         make_backend("ray")
+
+
+def test_cli_dask_run_resumes_on_local_backend_identically(tmp_path):
+    X, Y = _data(P=800)
+    data = tmp_path / "d.npz"
+    np.savez(data, X=X, y=(Y[:, 0] > 0).astype(int))
+    common = ["--data", str(data), "--preset", "cascor1c", "--seed", "5", "--set", "pool_size=16",
+              "--set", "candidate_block=8", "--set", "max_units=3", "--json", "-q"]
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    full = cli("train", *common, "--out", str(tmp_path / "local"))
+    part = cli("train", *common, "--out", str(tmp_path / "dask"), "--backend", "dask", "--workers", "2",
+               "--stop-after", "60")
+    info = json.loads(subprocess.run([sys.executable, "-m", "cascor", "snapshot", "inspect", part["snapshot"], "--json"],
+                                     capture_output=True, text=True).stdout)
+    assert info["backend"] == {"name": "dask", "workers": 2, "scheduler": None}
+    rest = cli("resume", part["snapshot"], "--out", str(tmp_path / "dask"), "--backend", "local", "--json", "-q")
+    assert (rest["epochs"], rest["hidden_units"]) == (full["epochs"], full["hidden_units"])
+    from cascor.snapshot.diff import diff_snapshots
+
+    report = diff_snapshots(str(tmp_path / "local" / "final.h5"), str(tmp_path / "dask" / "final.h5"))
+    assert report["identical"], report["lines"]

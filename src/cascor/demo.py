@@ -38,7 +38,7 @@ def run_demo(out: str, seed: int, preset: str, echo=print) -> bool:
     report = diff_snapshots(os.path.join(full_dir, "final.h5"), os.path.join(split_dir, "final.h5"))
     if report["identical"]:
         echo("4. Stopped-and-resumed result is byte-identical to the uninterrupted run:")
-        echo(f"   every tensor, history entry and generator state matches (content sha256 {report['content_digest_a'][:16]}...)")
+        echo(f"   every tensor, quickprop slot, phase counter and history entry matches (content sha256 {report['content_digest_a'][:16]}...)")
     else:
         echo("4. MISMATCH between the resumed and the uninterrupted run:")
         for line in report["lines"]:

@@ -80,7 +80,8 @@ def plot_network(network, path: str, title: str = "") -> None:
     lim = np.nanmax(np.abs(M)) if np.isfinite(M).any() else 1.0
     im = ax.imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax.set_xticks(range(F), ["bias"] + [f"in{i}" for i in range(I)] + [f"h{k}" for k in range(H)], rotation=90)
-    ax.set_yticks(range(H + O), [f"h{k} ({u.activation[:8]})" for k, u in enumerate(network.units)]
+    short = lambda name: "-".join(part[:3] for part in name.split("_"))  # noqa: E731
+    ax.set_yticks(range(H + O), [f"h{k} ({short(u.activation)})" for k, u in enumerate(network.units)]
                   + [f"out{o}" for o in range(O)])
     fig.colorbar(im, ax=ax, label="weight")
     ax.set_title(title or f"cascade: {I} inputs, {H} hidden units, {O} outputs")

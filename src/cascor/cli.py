@@ -231,12 +231,11 @@ def evaluate(snapshot, dataset, data, target, as_json):
 @click.option("--kind", type=click.Choice(["boundary", "history", "network"]), default="boundary", show_default=True)
 def plot(snapshot, out, kind):
     """Draw the decision boundary, the learning curve, or the cascade."""
-    from . import plotting
     from . import snapshot as snap
     from . import workflow
 
-    st = snap.load(snapshot).state
-    _plot(st, kind, out, lambda: workflow.load_source(snap.load(snapshot).data_source))
+    loaded = snap.load(snapshot)
+    _plot(loaded.state, kind, out, lambda: workflow.load_source(loaded.data_source))
     click.echo(out)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -123,7 +123,6 @@ class RunOutcome:
     snapshot: str
     finished: bool
     train_seconds: float
-    summary: dict = field(default_factory=dict)
 
 
 def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None, checkpoint_every: int,

@@ -101,18 +101,29 @@ def write_snapshot(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> str
     Returns the content digest.
     """
     path = os.path.abspath(path)
-    directory, base = os.path.split(path)
+    directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise SnapshotError(f"cannot save snapshot {path}: directory {directory} does not exist")
     image, content = build_image(arrays, attrs)
     sweep_temp_files(directory)
+    atomic_write(path, image)
+    return content
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Temp file beside ``path``, write, flush, fsync, ``os.replace``, fsync the directory.
+
+    On any failure the temp file is removed and ``path`` keeps its previous content.
+    """
+    path = os.path.abspath(path)
+    directory, base = os.path.split(path)
     tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         with open(tmp, "xb") as fh:
             _fault("temp-created")
-            fh.write(image[: len(image) // 2])
+            fh.write(data[: len(data) // 2])
             _fault("half-written")
-            fh.write(image[len(image) // 2 :])
+            fh.write(data[len(data) // 2 :])
             fh.flush()
             _fault("written")
             os.fsync(fh.fileno())
@@ -126,28 +137,11 @@ def write_snapshot(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> str
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise SnapshotError(f"cannot save snapshot {path}: {exc.strerror or exc}; the previous file is untouched") from exc
+            raise SnapshotError(f"cannot save {path}: {exc.strerror or exc}; the previous file is untouched") from exc
         raise
-    return content
 
 
 def atomic_copy(src: str, dst: str) -> None:
     """Copy a finished snapshot to ``dst`` with the same temp + fsync + rename discipline."""
-    directory, base = os.path.split(os.path.abspath(dst))
-    tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            for chunk in iter(lambda: fin.read(1 << 20), b""):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-        _fsync_dir(directory)
-    except BaseException as exc:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise SnapshotError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-        raise
+    with open(src, "rb") as fh:
+        atomic_write(dst, fh.read())

@@ -22,13 +22,13 @@ from cascor.parallel import make_backend
 from cascor.state import TrainState
 
 
-def synthetic_state(pool: int, block: int):
+def synthetic_state(pool: int, block: int, patience: int = 0):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20000, 20)).astype(np.float32)
     W = rng.normal(size=(20, 5)).astype(np.float32)
     Y = (np.tanh(X @ W) * 0.4).astype(np.float32)
-    cfg = preset("cascor1c").replace(seed=1, pool_size=pool, candidate_block=block, input_patience=0,
-                                     input_epochs=30, output_epochs=5, max_units=20)
+    cfg = preset("cascor1c").replace(seed=1, pool_size=pool, candidate_block=block, input_patience=patience,
+                                     input_epochs=30 if patience == 0 else 100, output_epochs=5, max_units=20)
     eng = trainer.start(cfg, X, Y)
     st = eng.state
     g = torch.Generator().manual_seed(0)
@@ -62,9 +62,9 @@ def main():
     names = ["local", "processes"] + ([] if args.skip_dask else ["dask"])
     backends = {n: make_backend(n, workers=args.workers) for n in names}
     try:
-        print(f"{'pool':>5} {'block':>5} | " + " | ".join(f"{n:>18}" for n in names))
-        for pool, block in ((32, 16), (128, 32)):
-            sd, X, Y = synthetic_state(pool, block)
+        print(f"{'pool':>5} {'block':>5} {'round':>14} | " + " | ".join(f"{n:>18}" for n in names))
+        for pool, block, patience in ((32, 16, 0), (128, 32, 0), (128, 32, 8)):
+            sd, X, Y = synthetic_state(pool, block, patience)
             times, weights = {}, {}
             for n in names:
                 one_round(sd, X, Y, backends[n])  # warm-up: worker start, imports, caches
@@ -73,7 +73,8 @@ def main():
                 weights[n] = runs[0][1]
             same = all(torch.equal(weights[n], weights["local"]) for n in names)
             cells = [f"{times[n]:7.3f} s ({times['local'] / times[n]:4.2f}x)" for n in names]
-            print(f"{pool:>5} {block:>5} | " + " | ".join(f"{c:>18}" for c in cells) + f"   identical: {same}")
+            kind = "30 epochs" if patience == 0 else f"patience {patience}"
+            print(f"{pool:>5} {block:>5} {kind:>14} | " + " | ".join(f"{c:>18}" for c in cells) + f"   identical: {same}")
     finally:
         for b in backends.values():
             b.close()

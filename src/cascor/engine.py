@@ -217,7 +217,7 @@ class Engine:
         measuring = covariance and ph.passes == 0
         eps = cfg.input_epsilon / (P * F)
         left = cfg.input_epochs - ph.updates + (1 if measuring else 0)
-        chunk = min(left, limit if limit is not None else getattr(self.backend, "chunk_epochs", 1))
+        chunk = min(left, self._chunk_length(measuring), limit if limit is not None else left)
         if chunk > 1 and self.backend.distributes(P, pool.size, F, len(pool.blocks)):
             return self._candidate_chunk(chunk, measuring, eps)
         if measuring:
@@ -231,6 +231,18 @@ class Engine:
             self._install(*pool.winner())
             return "installed"
         return "candidates"
+
+    def _chunk_length(self, measuring: bool) -> int:
+        """Epochs one distributed step may run: the backend's chunk, or longer when the patience
+        rule cannot stop the phase before then (nothing computed past a stop is wasted)."""
+        cfg, ph = self.state.config, self.state.phase
+        size = getattr(self.backend, "chunk_epochs", 1)
+        if cfg.input_patience == 0:
+            return cfg.input_epochs - ph.updates + (1 if measuring else 0)
+        # A stop at training epoch j needs j >= quit, and quit only moves to (i + patience) for
+        # some future i >= updates: so no epoch before min(quit, updates + patience) can stop.
+        free = min(ph.quit, ph.updates + cfg.input_patience) - ph.updates + 1 + (1 if measuring else 0)
+        return max(size, free)
 
     def _after_candidate_epoch(self, measuring: bool) -> bool:
         """Count the epoch and apply TRAIN_INPUTS' patience rule; True when the round is over."""

@@ -39,7 +39,9 @@ class LocalBackend:
 
 
 class _Distributed(LocalBackend):
-    chunk_epochs = 15  # epochs per task: fewer round trips, at most chunk-1 epochs computed past a stop
+    # Minimum epochs per task. The engine extends a chunk to every epoch the patience rule cannot
+    # stop at (>= input_patience + 1), so nothing is computed past a stop and wasted.
+    chunk_epochs = 1
     forced = True
 
     def distributes(self, n_patterns, pool_size, fan_in, n_blocks) -> bool:

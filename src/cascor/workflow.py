@@ -135,7 +135,7 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
     os.makedirs(out, exist_ok=True)
     manager = CheckpointManager(out, every=checkpoint_every, at_install=True, retention=Retention(keep_last=keep_last),
                                 protect=set(protect), backend=backend, data_source=data_source, counter=counter,
-                                parent_digest=parent_digest, background=True)
+                                parent_digest=parent_digest, background=True).start()
     try:
         with StopRequest() as stop:
             t0 = time.perf_counter()

@@ -141,6 +141,14 @@ class CheckpointManager:
         if due and not state.done:
             self.save(state)
 
+    def start(self) -> "CheckpointManager":
+        """Start the background writer now, so its start-up overlaps the caller's own set-up."""
+        if self._background and self._writer is None:
+            from .background import BackgroundWriter
+
+            self._writer = BackgroundWriter()
+        return self
+
     def epochs_until_due(self, state) -> int | None:
         """How far a multi-epoch step may go before this manager wants an epoch-boundary save."""
         if self.every > 0:
@@ -158,10 +166,7 @@ class CheckpointManager:
                                 backend=self.backend, data_source=self.data_source)
         self.metrics[path] = state.counters.true_error
         if self._background and not wait:
-            if self._writer is None:
-                from .background import BackgroundWriter
-
-                self._writer = BackgroundWriter()
+            self.start()
             self.parent_digest = fmt.content_digest({n: fmt.tensor_digest(a) for n, a in arrays.items()})
             self._writer.submit(path, arrays, attrs, self.retention.__dict__, self.metrics, self.protect)
         else:

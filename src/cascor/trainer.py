@@ -48,6 +48,8 @@ def run(
 ) -> RunReport:
     """Step until the run is done, ``stop_at_epoch`` is reached, or a callback says stop."""
     callbacks = tuple(callbacks)
+    hints = [cb.epochs_until_due for cb in callbacks if hasattr(cb, "epochs_until_due")]
+    multi_epoch = getattr(engine.backend, "chunk_epochs", None) is not None
     steps = 0
     stopped = False
     t0 = time.perf_counter()
@@ -62,11 +64,11 @@ def run(
         # A distributed candidate phase may run several epochs per step: never past a boundary
         # someone asked for (the stop epoch, a callback's next checkpoint).
         limit = None if stop_at_epoch is None else stop_at_epoch - state.counters.epoch
-        for cb in callbacks:
-            due = getattr(cb, "epochs_until_due", None)
-            hint = due(state) if due else None
-            if hint:
-                limit = hint if limit is None else min(limit, hint)
+        if multi_epoch:
+            for due in hints:
+                hint = due(state)
+                if hint:
+                    limit = hint if limit is None else min(limit, hint)
         event = engine.step(limit)
         steps += 1
         if any([cb(engine, event) for cb in callbacks]):

@@ -51,6 +51,7 @@ def serve(jobs, results) -> None:
     from .manager import Retention, apply_retention, point_latest
     from .writer import write_snapshot
 
+    last_digest = None  # parent of the next snapshot: the helper writes them in order
     while True:
         message = _read_message(jobs)
         if message is None:
@@ -62,8 +63,11 @@ def serve(jobs, results) -> None:
             count = int(np.prod(shape, dtype=np.int64))
             arrays[name] = np.frombuffer(message, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape)
             offset += nbytes
+        if last_digest is not None:
+            header["attrs"]["parent_digest"] = last_digest
         try:
             digest = write_snapshot(header["path"], arrays, header["attrs"])
+            last_digest = digest
             directory = os.path.dirname(header["path"])
             point_latest(directory, os.path.basename(header["path"]))
             apply_retention(directory, Retention(**header["retention"]), header["metrics"], set(header["protect"]))
@@ -84,7 +88,7 @@ def _widen(fd: int) -> None:
 
 
 class BackgroundWriter:
-    """One helper process (``python -m cascor.snapshot.background``) fed through its stdin.
+    """One helper process (it chains each snapshot's parent digest to the one it wrote before) (``python -m cascor.snapshot.background``) fed through its stdin.
 
     A plain subprocess rather than multiprocessing: fork would make the training process pay
     copy-on-write faults for the rest of the run, and spawn re-imports the user's main module.
@@ -98,6 +102,7 @@ class BackgroundWriter:
         _widen(self._proc.stdin.fileno())
         self._pending = 0
         self._errors: list[str] = []
+        self.last_digest: str | None = None  # content digest of the newest snapshot written
 
     def submit(self, path: str, arrays: dict[str, np.ndarray], attrs: dict, retention: dict, metrics: dict,
                protect: set[str]) -> None:
@@ -135,7 +140,9 @@ class BackgroundWriter:
                 return
             result = json.loads(message.decode())
             self._pending -= 1
-            if not result["ok"]:
+            if result["ok"]:
+                self.last_digest = result["digest"]
+            else:
                 self._errors.append(result["error"])
 
     def raise_errors(self) -> None:

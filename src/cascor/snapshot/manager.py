@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SnapshotError
-from . import format as fmt
 from . import prepare
 from .writer import _fsync_dir, atomic_copy, write_snapshot
 
@@ -167,11 +166,12 @@ class CheckpointManager:
         self.metrics[path] = state.counters.true_error
         if self._background and not wait:
             self.start()
-            self.parent_digest = fmt.content_digest({n: fmt.tensor_digest(a) for n, a in arrays.items()})
             self._writer.submit(path, arrays, attrs, self.retention.__dict__, self.metrics, self.protect)
         else:
             if self._writer is not None:
                 self._writer.flush()
+                if self._writer.last_digest is not None:
+                    self.parent_digest = attrs["parent_digest"] = self._writer.last_digest
             self.parent_digest = write_snapshot(path, arrays, attrs)
             point_latest(self.directory, name)
             self.prune()

@@ -87,7 +87,12 @@ class CascorConfig:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """Canonical JSON (sorted keys); computed once, the config being frozen."""
+        cached = self.__dict__.get("_json")
+        if cached is None:
+            cached = json.dumps(self.to_dict(), sort_keys=True)
+            object.__setattr__(self, "_json", cached)
+        return cached
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CascorConfig":

@@ -28,32 +28,37 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
+def _as(t, dtype) -> np.ndarray:
+    """The array in ``dtype``, copying only when the dtype differs (state_dict already cloned it)."""
+    return _np(t).astype(dtype, copy=False)
+
+
 def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """TrainState.state_dict() -> (meta JSON, tensors) in format 1.0."""
     net, pool, hist = state_dict["network"], state_dict["pool"], state_dict["history"]
     units = net["units"]
     arrays = {
-        "network/output_weights": _np(net["output_weights"]).astype(fmt.F4),
+        "network/output_weights": _as(net["output_weights"], fmt.F4),
         "network/hidden_weights": np.concatenate([_np(u["weights"]) for u in units]).astype(fmt.F4)
         if units else np.zeros(0, fmt.F4),
         "network/hidden_steepness": np.array([u["steepness"] for u in units], dtype=fmt.F8),
-        "optimizer/output_delta": _np(state_dict["output_slots"]["delta"]).astype(fmt.F4),
-        "optimizer/output_prev_slope": _np(state_dict["output_slots"]["prev_slope"]).astype(fmt.F4),
-        "residual/errors": _np(state_dict["errors"]).astype(fmt.F4),
-        "residual/diffs": _np(state_dict["diffs"]).astype(fmt.F4),
+        "optimizer/output_delta": _as(state_dict["output_slots"]["delta"], fmt.F4),
+        "optimizer/output_prev_slope": _as(state_dict["output_slots"]["prev_slope"], fmt.F4),
+        "residual/errors": _as(state_dict["errors"], fmt.F4),
+        "residual/diffs": _as(state_dict["diffs"], fmt.F4),
     }
     for key, dtype in fmt.HISTORY_EPOCH.items():
-        arrays[f"history/{key}"] = np.asarray(hist["epochs"][key]).astype(dtype)
+        arrays[f"history/{key}"] = np.asarray(hist["epochs"][key]).astype(dtype, copy=False)
     for key, dtype in fmt.HISTORY_UNIT.items():
-        arrays[f"history/unit_{key}"] = np.asarray(hist["units"][key]).astype(dtype)
+        arrays[f"history/unit_{key}"] = np.asarray(hist["units"][key]).astype(dtype, copy=False)
     pool_meta = None
     if pool is not None:
         pool_meta = {"activations": list(pool["activations"]), "best": int(pool["best"]),
                      "best_score": float(pool["best_score"])}
         for key in ("weights", "delta", "prev_slope", "prev_cor", "scores", "out_weights", "out_delta", "out_prev_slope"):
             if key in pool:
-                arrays[f"pool/{key}"] = _np(pool[key]).astype(fmt.F4)
-        arrays["pool/steepness"] = _np(pool["steepnesses"]).astype(fmt.F8)
+                arrays[f"pool/{key}"] = _as(pool[key], fmt.F4)
+        arrays["pool/steepness"] = _as(pool["steepnesses"], fmt.F8)
     meta = {
         "status": state_dict["status"],
         "n_inputs": int(net["n_inputs"]),
@@ -141,7 +146,6 @@ def prepare(state, *, counter: int = 0, parent_digest: str = "", backend: dict |
     """The arrays and root attributes of a snapshot of ``state`` (everything but the writing)."""
     from .. import __version__
 
-    config = state.config.to_dict()
     meta, arrays = encode_state(state.state_dict())
     glob, glob_arrays = capture(numpy_generators)
     runtime = {"globals": glob, "backend": dict(backend or DEFAULT_BACKEND), "data": data_source}
@@ -149,7 +153,7 @@ def prepare(state, *, counter: int = 0, parent_digest: str = "", backend: dict |
         raise SnapshotError("the scheduler address must not carry credentials")
     arrays.update(glob_arrays)
     arrays["meta"] = fmt.encode_json(meta)
-    arrays["config"] = fmt.encode_json(config)
+    arrays["config"] = np.frombuffer(state.config.to_json().encode(), dtype=np.uint8)
     arrays["runtime/meta"] = fmt.encode_json(runtime)
     attrs = {
         "format": fmt.FORMAT_NAME,

@@ -71,7 +71,11 @@ def run(
                     limit = hint if limit is None else min(limit, hint)
         event = engine.step(limit)
         steps += 1
-        if any([cb(engine, event) for cb in callbacks]):
+        stop = False
+        for cb in callbacks:  # every callback sees every step, even after one asked to stop
+            if cb(engine, event):
+                stop = True
+        if stop:
             stopped = not state.done
             break
     return RunReport(state.done, stopped, steps, time.perf_counter() - t0)

@@ -129,6 +129,8 @@ class CheckpointManager:
         self._writer = None  # started on the first background save
 
     def __call__(self, engine, event: str) -> None:
+        if event in ("output", "candidates") and not self.every and not self.at_phase_end:
+            return  # the common case, once per epoch: nothing can be due
         state = engine.state
         phase = state.phase.name
         due = (

@@ -7,7 +7,6 @@ train_seconds is the in-process training loop only (no imports, no I/O), one tor
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch

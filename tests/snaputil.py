@@ -1,10 +1,8 @@
 """Helpers for tests that damage or forge snapshot files the way an attacker could."""
 
 import hashlib
-import os
 
 import h5py
-import numpy as np
 
 from cascor.snapshot import format as fmt
 
@@ -56,11 +54,3 @@ def flip_bit(path, offset, bit):
         b = fh.read(1)[0]
         fh.seek(offset)
         fh.write(bytes([b ^ (1 << bit)]))
-
-
-def file_size(path):
-    return os.stat(path).st_size
-
-
-def arrays_equal(a, b):
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")

@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from cascor import snapshot, trainer
 from cascor.snapshot.migrate import RELEASED

@@ -9,11 +9,10 @@ import torch
 
 from cascor import snapshot, trainer
 from cascor.errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError, UnsafeSnapshotError
-from cascor.snapshot import format as fmt
 from cascor.snapshot.reader import read_snapshot
 from cascor.snapshot.writer import STAGES
 
-from snaputil import arrays_equal, file_size, flip_bit, replace_dataset, resign, set_json
+from snaputil import flip_bit, replace_dataset, resign, set_json
 
 
 @pytest.fixture
@@ -243,7 +242,6 @@ def test_disk_full_during_save_keeps_old_snapshot_and_no_temp(tmp_path, mid_run)
     """RLIMIT_FSIZE makes writes fail with EFBIG mid-file, like a full disk."""
     path = str(tmp_path / "s.h5")
     first = snapshot.save(mid_run.state, path)
-    big = str(tmp_path / "big.h5")
     code = (
         "import resource, signal, sys\n"
         "from cascor import snapshot\nfrom cascor.errors import SnapshotError\n"

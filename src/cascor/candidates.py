@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .kernels import get_activation
-from .errors import StateError
 from .quickprop import QuickpropSlots, quickprop_update
+from .tree import load_tensors
 
 Tensor = torch.Tensor
 
@@ -241,23 +241,11 @@ class CandidatePool:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        names = ["weights", "delta", "prev_slope", "prev_cor", "scores"]
-        if self.cascade2:
-            names += ["out_weights", "out_delta", "out_prev_slope"]
         d, p = self.slots.views()
         dst = {"weights": self.weights, "delta": d, "prev_slope": p, "prev_cor": self.prev_cor, "scores": self.scores}
         if self.cascade2:
             od, op = self.out_slots.views()
             dst.update(out_weights=self.out_weights, out_delta=od, out_prev_slope=op)
-        problems = []
-        for name in names:
-            src = state.get(name)
-            if not isinstance(src, Tensor) or tuple(src.shape) != tuple(dst[name].shape):
-                found = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
-                problems.append(f"{name}: expected shape {tuple(dst[name].shape)}, found {found}")
-        if problems:
-            raise StateError("candidate pool state does not fit: " + "; ".join(problems))
-        for name in names:
-            dst[name].copy_(state[name])
+        load_tensors(dst, state, "candidate pool state")
         self.best = int(state["best"])
         self.best_score = float(state["best_score"])

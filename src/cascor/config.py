@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Iterable
 
 from .activations import ACTIVATION_NAMES, FANN_POOL_ACTIVATIONS, OUTPUT_ACTIVATION_NAMES

@@ -8,7 +8,6 @@ symmetric (-0.5..0.5), asymmetric (0..1) and tanh outputs.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 from dataclasses import dataclass, field

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import StateError
+from .tree import load_tensors
 
 Tensor = torch.Tensor
 
@@ -103,12 +103,4 @@ class QuickpropSlots:
 
     def load_state_dict(self, state: dict) -> None:
         d, p = self.views()
-        for key, dst in (("delta", d), ("prev_slope", p)):
-            src = state.get(key)
-            if not isinstance(src, Tensor) or tuple(src.shape) != tuple(dst.shape):
-                found = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
-                raise StateError(
-                    f"quickprop slot {key!r}: expected a tensor of shape {tuple(dst.shape)}, "
-                    f"found {found}"
-                )
-            dst.copy_(src)
+        load_tensors({"delta": d, "prev_slope": p}, state, "quickprop slots")

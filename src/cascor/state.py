@@ -18,6 +18,7 @@ from .errors import StateError
 from .history import History
 from .network import CascadeNetwork
 from .quickprop import QuickpropSlots
+from .tree import load_tensors
 
 PHASES = ("output", "candidates", "done")
 STATUSES = ("running", "solved", "max_units")
@@ -140,12 +141,7 @@ class TrainState:
             if state["status"] not in STATUSES:
                 raise StateError(f"status must be one of {STATUSES}; found {state['status']!r}")
             obj.status = str(state["status"])
-            for name in ("errors", "diffs"):
-                src = state[name]
-                dst = getattr(obj, name)
-                if tuple(src.shape) != tuple(dst.shape):
-                    raise StateError(f"{name}: expected shape {tuple(dst.shape)}, found {tuple(src.shape)}")
-                dst.copy_(src)
+            load_tensors({"errors": obj.errors, "diffs": obj.diffs}, state, "residual")
             obj.history.load_state_dict(state["history"])
             obj.targets = dict(state["targets"])
             obj.data_digest = str(state["data_digest"])

@@ -61,3 +61,34 @@ def test_background_writer_produces_the_same_snapshots_and_reports_errors(tmp_pa
             trainer.run(eng, stop_at_epoch=700, callbacks=[broken])
         finally:
             broken.close()
+
+
+def test_background_and_synchronous_saves_write_the_same_objects_mid_candidate(tmp_path, spirals, spirals_cfg):
+    """The helper finishes the raw tree itself; every dataset (runtime included) must match a direct save."""
+    import numpy as np
+
+    from cascor import snapshot
+    from cascor.snapshot.background import BackgroundWriter
+    from cascor.snapshot.codec import take_wire
+
+    eng = trainer.start(spirals_cfg.replace(candidate_score="cascade2"), *spirals)
+    while eng.state.pool is None or eng.state.network.n_hidden < 1:
+        eng.step()
+    eng.step()
+    gen = np.random.default_rng(5)
+    sync_path, bg_path = str(tmp_path / "sync.h5"), str(tmp_path / "bg.h5")
+    snapshot.save(eng.state, sync_path, counter=3, numpy_generators={"g": gen}, data_source={"dataset": "x"})
+    raw = take_wire(eng.state, counter=3, numpy_generators={"g": gen}, data_source={"dataset": "x"})
+    writer = BackgroundWriter()
+    try:
+        assert writer.submit(bg_path, raw, {}, {}, set())
+        writer.flush()
+    finally:
+        writer.close()
+    a, b = snapshot.verify(sync_path), snapshot.verify(bg_path)
+    assert "pool/out_weights" in a.arrays and sorted(a.arrays) == sorted(b.arrays)
+    for name in a.arrays:
+        assert a.arrays[name].dtype == b.arrays[name].dtype, name
+        assert np.array_equal(a.arrays[name], b.arrays[name], equal_nan=True), name
+    assert a.runtime == b.runtime and a.runtime["globals"]["numpy_generators"]["g"] == gen.bit_generator.state
+    assert {k: v for k, v in a.attrs.items() if k != "created"} == {k: v for k, v in b.attrs.items() if k != "created"}

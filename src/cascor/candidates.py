@@ -220,24 +220,24 @@ class CandidatePool:
         return c, self.weights[c].clone(), act, steep, extra
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self, copy: bool = True) -> dict:
+        """Tensors are clones, or with ``copy=False`` the live tensors (read them before the next epoch)."""
+        c = torch.clone if copy else torch.Tensor.detach
         d, p = self.slots.views()
         state = {
             "activations": [a for a, _ in self.plan],
             "steepnesses": torch.tensor([s for _, s in self.plan], dtype=torch.float64),
-            "weights": self.weights.clone(),
-            "delta": d.clone(),
-            "prev_slope": p.clone(),
-            "prev_cor": self.prev_cor.clone(),
-            "scores": self.scores.clone(),
+            "weights": c(self.weights),
+            "delta": c(d),
+            "prev_slope": c(p),
+            "prev_cor": c(self.prev_cor),
+            "scores": c(self.scores),
             "best": self.best,
             "best_score": self.best_score,
         }
         if self.cascade2:
             od, op = self.out_slots.views()
-            state.update(
-                out_weights=self.out_weights.clone(), out_delta=od.clone(), out_prev_slope=op.clone()
-            )
+            state.update(out_weights=c(self.out_weights), out_delta=c(od), out_prev_slope=c(op))
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -80,11 +80,8 @@ class CascorConfig:
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
+        """Plain JSON values (tuples as lists); a fresh dict each call, the fields being flat."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys); computed once, the config being frozen."""

@@ -72,10 +72,7 @@ class History:
                 "units": {k: list(v) for k, v in self.units.items()}}
 
     def state_dict(self) -> dict:
-        epochs = {k: np.frombuffer(v, dtype=_EPOCH_DTYPES[k]).copy() for k, v in self.epochs.items()}
-        units = {k: (list(v) if k == "activation" else np.asarray(v, dtype=_UNIT_DTYPES[k]))
-                 for k, v in self.units.items()}
-        return {"epochs": epochs, "units": units}
+        return state_from_columns(self.epochs, self.units)
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -93,3 +90,13 @@ class History:
             raise StateError(f"history unit columns differ in length: {sorted(lengths)}")
         units["activation"] = [str(a) for a in units["activation"]]
         self.epochs, self.units = epochs, units
+
+
+def state_from_columns(epochs: dict, units: dict) -> dict:
+    """``History.state_dict()`` from the raw columns: epoch columns as any buffer of their typed
+    values (the live ``array.array`` or its bytes, as the snapshot helper receives them)."""
+    return {
+        "epochs": {k: np.frombuffer(epochs[k], dtype=_EPOCH_DTYPES[k]).copy() for k in EPOCH_KEYS},
+        "units": {k: list(units[k]) if k == "activation" else np.asarray(units[k], dtype=_UNIT_DTYPES[k])
+                  for k in UNIT_KEYS},
+    }

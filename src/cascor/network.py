@@ -103,14 +103,16 @@ class CascadeNetwork:
     __call__ = forward
 
     # -- state -----------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self, copy: bool = True) -> dict:
+        """Tensors are clones, or with ``copy=False`` the live tensors (as ``torch.nn.Module`` does)."""
+        c = torch.clone if copy else torch.Tensor.detach
         return {
             "n_inputs": self.n_inputs,
             "n_outputs": self.n_outputs,
             "output_activation": self.output_activation,
-            "output_weights": self.output_weights.clone(),
+            "output_weights": c(self.output_weights),
             "units": [
-                {"weights": u.weights.clone(), "activation": u.activation, "steepness": u.steepness}
+                {"weights": c(u.weights), "activation": u.activation, "steepness": u.steepness}
                 for u in self.units
             ],
         }

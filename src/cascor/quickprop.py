@@ -97,9 +97,9 @@ class QuickpropSlots:
         self.prev_slope[:, self.width] = 0.0
         self.width += 1
 
-    def state_dict(self) -> dict:
+    def state_dict(self, copy: bool = True) -> dict:
         d, p = self.views()
-        return {"delta": d.clone(), "prev_slope": p.clone()}
+        return {"delta": d.clone(), "prev_slope": p.clone()} if copy else {"delta": d, "prev_slope": p}
 
     def load_state_dict(self, state: dict) -> None:
         d, p = self.views()

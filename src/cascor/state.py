@@ -107,19 +107,22 @@ class TrainState:
         return self.phase.name == "done"
 
     # -- state tree ------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self, copy: bool = True) -> dict:
+        """The whole tree. With ``copy=False`` tensors are the live ones, not clones: for a caller
+        that reads them at once (a checkpoint copies them into a pipe), never across a step."""
+        c = torch.clone if copy else torch.Tensor.detach
         return {
             "config": self.config.to_dict(),
             "run_id": self.run_id,
             "n_patterns": self.n_patterns,
             "status": self.status,
-            "network": self.network.state_dict(),
-            "output_slots": self.output_slots.state_dict(),
+            "network": self.network.state_dict(copy),
+            "output_slots": self.output_slots.state_dict(copy),
             "phase": self.phase.state_dict(),
             "counters": self.counters.state_dict(),
-            "pool": None if self.pool is None else self.pool.state_dict(),
-            "errors": self.errors.clone(),
-            "diffs": self.diffs.clone(),
+            "pool": None if self.pool is None else self.pool.state_dict(copy),
+            "errors": c(self.errors),
+            "diffs": c(self.diffs),
             "history": self.history.state_dict(),
             "targets": dict(self.targets),
             "data_digest": self.data_digest,

@@ -7,122 +7,18 @@ so that training continues bit-identically. ``verify`` and ``inspect`` never imp
 
 from __future__ import annotations
 
-import datetime
 import os
-
-import numpy as np
 
 from ..errors import CorruptSnapshotError, SnapshotError, StateError
 from . import format as fmt
-from .globals import capture, restore
+from .codec import DEFAULT_BACKEND, decode_state, encode_state, finish, take
+from .globals import restore
 from .migrate import migrate
 from .reader import Limits, RawSnapshot, read_snapshot
 from .writer import write_snapshot
 
-__all__ = ["save", "load", "verify", "inspect", "read_snapshot", "Limits", "RawSnapshot", "Snapshot"]
-
-DEFAULT_BACKEND = {"name": "local", "workers": None, "scheduler": None}
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-
-
-def _as(t, dtype) -> np.ndarray:
-    """The array in ``dtype``, copying only when the dtype differs (state_dict already cloned it)."""
-    return _np(t).astype(dtype, copy=False)
-
-
-def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
-    """TrainState.state_dict() -> (meta JSON, tensors) in format 1.0."""
-    net, pool, hist = state_dict["network"], state_dict["pool"], state_dict["history"]
-    units = net["units"]
-    arrays = {
-        "network/output_weights": _as(net["output_weights"], fmt.F4),
-        "network/hidden_weights": np.concatenate([_np(u["weights"]) for u in units]).astype(fmt.F4)
-        if units else np.zeros(0, fmt.F4),
-        "network/hidden_steepness": np.array([u["steepness"] for u in units], dtype=fmt.F8),
-        "optimizer/output_delta": _as(state_dict["output_slots"]["delta"], fmt.F4),
-        "optimizer/output_prev_slope": _as(state_dict["output_slots"]["prev_slope"], fmt.F4),
-        "residual/errors": _as(state_dict["errors"], fmt.F4),
-        "residual/diffs": _as(state_dict["diffs"], fmt.F4),
-    }
-    for key, dtype in fmt.HISTORY_EPOCH.items():
-        arrays[f"history/{key}"] = np.asarray(hist["epochs"][key]).astype(dtype, copy=False)
-    for key, dtype in fmt.HISTORY_UNIT.items():
-        arrays[f"history/unit_{key}"] = np.asarray(hist["units"][key]).astype(dtype, copy=False)
-    pool_meta = None
-    if pool is not None:
-        pool_meta = {"activations": list(pool["activations"]), "best": int(pool["best"]),
-                     "best_score": float(pool["best_score"])}
-        for key in ("weights", "delta", "prev_slope", "prev_cor", "scores", "out_weights", "out_delta", "out_prev_slope"):
-            if key in pool:
-                arrays[f"pool/{key}"] = _as(pool[key], fmt.F4)
-        arrays["pool/steepness"] = _as(pool["steepnesses"], fmt.F8)
-    meta = {
-        "status": state_dict["status"],
-        "n_inputs": int(net["n_inputs"]),
-        "n_outputs": int(net["n_outputs"]),
-        "n_patterns": int(state_dict["n_patterns"]),
-        "output_activation": net["output_activation"],
-        "hidden_activations": [u["activation"] for u in units],
-        "phase": dict(state_dict["phase"]),
-        "counters": dict(state_dict["counters"]),
-        "pool": pool_meta,
-        "history_epochs": int(arrays["history/epoch"].size),
-        "history_unit_activations": list(hist["units"]["activation"]),
-        "targets": state_dict["targets"],
-        "data_digest": state_dict["data_digest"],
-    }
-    return meta, arrays
-
-
-def decode_state(raw: RawSnapshot) -> dict:
-    """(meta, config, tensors) -> a state dict for TrainState.from_state_dict (torch tensors)."""
-    import torch
-
-    m, a = raw.meta, raw.arrays
-
-    def t(name):
-        return torch.from_numpy(np.array(a[name], copy=True))
-
-    I = int(m["n_inputs"])
-    units, offset = [], 0
-    flat = a["network/hidden_weights"]
-    for k, act in enumerate(m["hidden_activations"]):
-        fan = 1 + I + k
-        units.append({"weights": torch.from_numpy(flat[offset:offset + fan].copy()), "activation": act,
-                      "steepness": float(a["network/hidden_steepness"][k])})
-        offset += fan
-    pool = None
-    if m["pool"] is not None:
-        pool = {"activations": list(m["pool"]["activations"]), "steepnesses": t("pool/steepness"),
-                "best": m["pool"]["best"], "best_score": m["pool"]["best_score"]}
-        for key in ("weights", "delta", "prev_slope", "prev_cor", "scores", "out_weights", "out_delta", "out_prev_slope"):
-            if f"pool/{key}" in a:
-                pool[key] = t(f"pool/{key}")
-    history = {
-        "epochs": {key: a[f"history/{key}"] for key in fmt.HISTORY_EPOCH},
-        "units": {**{key: a[f"history/unit_{key}"] for key in fmt.HISTORY_UNIT},
-                  "activation": list(m["history_unit_activations"])},
-    }
-    return {
-        "config": raw.config,
-        "run_id": raw.attrs["run_id"],
-        "n_patterns": m["n_patterns"],
-        "status": m["status"],
-        "network": {"n_inputs": I, "n_outputs": m["n_outputs"], "output_activation": m["output_activation"],
-                    "output_weights": t("network/output_weights"), "units": units},
-        "output_slots": {"delta": t("optimizer/output_delta"), "prev_slope": t("optimizer/output_prev_slope")},
-        "phase": m["phase"],
-        "counters": m["counters"],
-        "pool": pool,
-        "errors": t("residual/errors"),
-        "diffs": t("residual/diffs"),
-        "history": history,
-        "targets": m["targets"],
-        "data_digest": m["data_digest"],
-    }
+__all__ = ["save", "load", "verify", "inspect", "prepare", "take", "finish", "encode_state", "decode_state",
+           "read_snapshot", "Limits", "RawSnapshot", "Snapshot"]
 
 
 class Snapshot:
@@ -144,27 +40,8 @@ class Snapshot:
 def prepare(state, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
             data_source: dict | None = None, numpy_generators: dict | None = None) -> tuple[dict, dict]:
     """The arrays and root attributes of a snapshot of ``state`` (everything but the writing)."""
-    from .. import __version__
-
-    meta, arrays = encode_state(state.state_dict())
-    glob, glob_arrays = capture(numpy_generators)
-    runtime = {"globals": glob, "backend": dict(backend or DEFAULT_BACKEND), "data": data_source}
-    if runtime["backend"].get("scheduler") and "@" in str(runtime["backend"]["scheduler"]):
-        raise SnapshotError("the scheduler address must not carry credentials")
-    arrays.update(glob_arrays)
-    arrays["meta"] = fmt.encode_json(meta)
-    arrays["config"] = np.frombuffer(state.config.to_json().encode(), dtype=np.uint8)
-    arrays["runtime/meta"] = fmt.encode_json(runtime)
-    attrs = {
-        "format": fmt.FORMAT_NAME,
-        "format_version": fmt.version_string(),
-        "library_version": __version__,
-        "run_id": state.run_id,
-        "snapshot_counter": int(counter),
-        "parent_digest": parent_digest,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    return arrays, attrs
+    return finish(take(state, counter=counter, parent_digest=parent_digest, backend=backend,
+                       data_source=data_source, numpy_generators=numpy_generators))
 
 
 def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
@@ -174,9 +51,9 @@ def save(state, path: str, *, counter: int = 0, parent_digest: str = "", backend
     ``data_source`` tells ``cascor resume`` where the training data came from (a dataset
     name or a file); the data's SHA-256 is part of the state, so a changed file is refused.
     """
-    arrays, attrs = prepare(state, counter=counter, parent_digest=parent_digest, backend=backend,
-                            data_source=data_source, numpy_generators=numpy_generators)
-    return write_snapshot(path, arrays, attrs)
+    arrays, attrs = finish(take(state, counter=counter, parent_digest=parent_digest, backend=backend,
+                                data_source=data_source, numpy_generators=numpy_generators, copy=False))
+    return write_snapshot(path, arrays, attrs)  # before anything can change the live tensors
 
 
 def load(path: str, *, restore_globals: bool = False, limits: Limits = Limits(),

@@ -15,27 +15,51 @@ import numpy as np
 from ..errors import SnapshotError
 
 
-def capture(numpy_generators: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    version, internal, gauss_next = random.getstate()
-    glob: dict = {"python_random": {"version": version, "state": list(internal), "gauss_next": gauss_next}}
-    arrays: dict[str, np.ndarray] = {}
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    glob["numpy_legacy"] = {"bit_generator": name, "pos": int(pos), "has_gauss": int(has_gauss),
-                            "cached_gaussian": float(cached)}
-    arrays["runtime/numpy_legacy_key"] = np.asarray(keys, dtype="<u4")
-    # PCG64 and friends hold 128-bit integers: JSON keeps them exact, HDF5 attributes cannot.
-    glob["numpy_generators"] = {k: g.bit_generator.state for k, g in (numpy_generators or {}).items()}
+def capture_raw(numpy_generators: dict | None = None) -> dict:
+    """The states exactly as the libraries return them (tuples, arrays): cheap to take in the
+    training loop, and plain enough to ship to the snapshot helper as they are."""
     torch = sys.modules.get("torch")
+    cpu = cuda = None
     if torch is not None:
         cpu = torch.get_rng_state().numpy()
+        if torch.cuda.is_initialized():  # never initialise CUDA just to look
+            cuda = [s.numpy() for s in torch.cuda.get_rng_state_all()]
+    return {
+        "python_random": random.getstate(),
+        "numpy_legacy": np.random.get_state(),
+        # PCG64 and friends hold 128-bit integers: JSON keeps them exact, HDF5 attributes cannot.
+        "numpy_generators": {k: g.bit_generator.state for k, g in (numpy_generators or {}).items()},
+        "torch_cpu": cpu,
+        "torch_cuda": cuda,
+    }
+
+
+def encode_globals(raw: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """capture_raw()'s tree (array leaves may arrive as bytes) -> the runtime JSON and arrays of format 1.0."""
+    version, internal, gauss_next = raw["python_random"]
+    name, keys, pos, has_gauss, cached = raw["numpy_legacy"]
+    glob: dict = {
+        "python_random": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy_legacy": {"bit_generator": name, "pos": int(pos), "has_gauss": int(has_gauss),
+                         "cached_gaussian": float(cached)},
+        "numpy_generators": raw["numpy_generators"],
+    }
+    arrays = {"runtime/numpy_legacy_key": np.frombuffer(keys, dtype=np.uint32).astype("<u4", copy=False)}
+    if raw["torch_cpu"] is not None:
+        cpu = np.frombuffer(raw["torch_cpu"], dtype=np.uint8)
         glob["torch_cpu"] = int(cpu.size)
-        arrays["runtime/torch_cpu"] = cpu.astype("|u1")
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            states = [s.numpy().astype("|u1") for s in torch.cuda.get_rng_state_all()]
+        arrays["runtime/torch_cpu"] = cpu
+        if raw["torch_cuda"]:
+            states = [np.frombuffer(s, dtype=np.uint8) for s in raw["torch_cuda"]]
             glob["torch_cuda"] = [int(s.size) for s in states]
             for i, s in enumerate(states):
                 arrays[f"runtime/torch_cuda_{i}"] = s
     return glob, arrays
+
+
+def capture(numpy_generators: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The process-global RNG states in format 1.0's form (runtime JSON + arrays)."""
+    return encode_globals(capture_raw(numpy_generators))
 
 
 def restore(glob: dict, arrays: dict[str, np.ndarray], numpy_generators: dict | None = None) -> None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SnapshotError
-from . import prepare
+from .codec import finish, take, take_wire
 from .writer import _fsync_dir, atomic_copy, write_snapshot
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.h5$")
@@ -112,6 +112,7 @@ class CheckpointManager:
                  background: bool = False):
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
+        self._abs_directory = os.path.abspath(directory)
         self.every = every
         self.at_install = at_install
         self.at_phase_end = at_phase_end
@@ -161,15 +162,19 @@ class CheckpointManager:
         returns, after every pending background write."""
         t0 = time.perf_counter()
         name = name or f"ckpt-{state.counters.epoch:08d}.h5"
-        path = os.path.abspath(os.path.join(self.directory, name))
+        path = os.path.join(self._abs_directory, name)
         self.counter += 1
-        arrays, attrs = prepare(state, counter=self.counter, parent_digest=self.parent_digest,
-                                backend=self.backend, data_source=self.data_source)
         self.metrics[path] = state.counters.true_error
+        ids = {"counter": self.counter, "parent_digest": self.parent_digest, "backend": self.backend,
+               "data_source": self.data_source}
+        queued = False
         if self._background and not wait:
             self.start()
-            self._writer.submit(path, arrays, attrs, self.retention.__dict__, self.metrics, self.protect)
-        else:
+            # Live buffers, no clones: submit copies them into the pipe before this returns.
+            queued = self._writer.submit(path, take_wire(state, **ids), self.retention.__dict__, self.metrics,
+                                         self.protect)
+        if not queued:
+            arrays, attrs = finish(take(state, copy=False, **ids))
             if self._writer is not None:
                 self._writer.flush()
                 if self._writer.last_digest is not None:

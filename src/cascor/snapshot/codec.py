@@ -1,0 +1,267 @@
+"""The state tree <-> format 1.0 objects, in two stages so a save costs the training loop little.
+
+:func:`take` runs in the training process at the moment of the save: it clones the state tree
+(``TrainState.state_dict``) and reads the process-global RNG states, and returns a *raw tree*
+of plain JSON values and NumPy arrays. :func:`finish` turns a raw tree into the snapshot's
+arrays and root attributes (every JSON encoding, dtype conversion and layout decision). The
+background writer ships the raw tree to its helper process and runs :func:`finish` there;
+a synchronous save runs both here. One code path, so both write the same bytes.
+Nothing here imports torch (``finish`` runs in the torch-free helper).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import numpy as np
+
+from ..errors import SnapshotError
+from . import format as fmt
+from .globals import capture_raw, encode_globals
+
+DEFAULT_BACKEND = {"name": "local", "workers": None, "scheduler": None}
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
+def _as(t, dtype) -> np.ndarray:
+    """The array in ``dtype``, copying only when the dtype differs (state_dict already cloned it)."""
+    return _np(t).astype(dtype, copy=False)
+
+
+def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """TrainState.state_dict() -> (meta JSON, tensors) in format 1.0."""
+    net, pool, hist = state_dict["network"], state_dict["pool"], state_dict["history"]
+    units = net["units"]
+    arrays = {
+        "network/output_weights": _as(net["output_weights"], fmt.F4),
+        "network/hidden_weights": np.concatenate([_np(u["weights"]) for u in units]).astype(fmt.F4)
+        if units else np.zeros(0, fmt.F4),
+        "network/hidden_steepness": np.array([u["steepness"] for u in units], dtype=fmt.F8),
+        "optimizer/output_delta": _as(state_dict["output_slots"]["delta"], fmt.F4),
+        "optimizer/output_prev_slope": _as(state_dict["output_slots"]["prev_slope"], fmt.F4),
+        "residual/errors": _as(state_dict["errors"], fmt.F4),
+        "residual/diffs": _as(state_dict["diffs"], fmt.F4),
+    }
+    for key, dtype in fmt.HISTORY_EPOCH.items():
+        arrays[f"history/{key}"] = np.asarray(hist["epochs"][key]).astype(dtype, copy=False)
+    for key, dtype in fmt.HISTORY_UNIT.items():
+        arrays[f"history/unit_{key}"] = np.asarray(hist["units"][key]).astype(dtype, copy=False)
+    pool_meta = None
+    if pool is not None:
+        pool_meta = {"activations": list(pool["activations"]), "best": int(pool["best"]),
+                     "best_score": float(pool["best_score"])}
+        for key in ("weights", "delta", "prev_slope", "prev_cor", "scores", "out_weights", "out_delta", "out_prev_slope"):
+            if key in pool:
+                arrays[f"pool/{key}"] = _as(pool[key], fmt.F4)
+        arrays["pool/steepness"] = _as(pool["steepnesses"], fmt.F8)
+    meta = {
+        "status": state_dict["status"],
+        "n_inputs": int(net["n_inputs"]),
+        "n_outputs": int(net["n_outputs"]),
+        "n_patterns": int(state_dict["n_patterns"]),
+        "output_activation": net["output_activation"],
+        "hidden_activations": [u["activation"] for u in units],
+        "phase": dict(state_dict["phase"]),
+        "counters": dict(state_dict["counters"]),
+        "pool": pool_meta,
+        "history_epochs": int(arrays["history/epoch"].size),
+        "history_unit_activations": list(hist["units"]["activation"]),
+        "targets": state_dict["targets"],
+        "data_digest": state_dict["data_digest"],
+    }
+    return meta, arrays
+
+
+def decode_state(raw: RawSnapshot) -> dict:
+    """(meta, config, tensors) -> a state dict for TrainState.from_state_dict (torch tensors)."""
+    import torch
+
+    m, a = raw.meta, raw.arrays
+
+    def t(name):
+        return torch.from_numpy(np.array(a[name], copy=True))
+
+    I = int(m["n_inputs"])
+    units, offset = [], 0
+    flat = a["network/hidden_weights"]
+    for k, act in enumerate(m["hidden_activations"]):
+        fan = 1 + I + k
+        units.append({"weights": torch.from_numpy(flat[offset:offset + fan].copy()), "activation": act,
+                      "steepness": float(a["network/hidden_steepness"][k])})
+        offset += fan
+    pool = None
+    if m["pool"] is not None:
+        pool = {"activations": list(m["pool"]["activations"]), "steepnesses": t("pool/steepness"),
+                "best": m["pool"]["best"], "best_score": m["pool"]["best_score"]}
+        for key in ("weights", "delta", "prev_slope", "prev_cor", "scores", "out_weights", "out_delta", "out_prev_slope"):
+            if f"pool/{key}" in a:
+                pool[key] = t(f"pool/{key}")
+    history = {
+        "epochs": {key: a[f"history/{key}"] for key in fmt.HISTORY_EPOCH},
+        "units": {**{key: a[f"history/unit_{key}"] for key in fmt.HISTORY_UNIT},
+                  "activation": list(m["history_unit_activations"])},
+    }
+    return {
+        "config": raw.config,
+        "run_id": raw.attrs["run_id"],
+        "n_patterns": m["n_patterns"],
+        "status": m["status"],
+        "network": {"n_inputs": I, "n_outputs": m["n_outputs"], "output_activation": m["output_activation"],
+                    "output_weights": t("network/output_weights"), "units": units},
+        "output_slots": {"delta": t("optimizer/output_delta"), "prev_slope": t("optimizer/output_prev_slope")},
+        "phase": m["phase"],
+        "counters": m["counters"],
+        "pool": pool,
+        "errors": t("residual/errors"),
+        "diffs": t("residual/diffs"),
+        "history": history,
+        "targets": m["targets"],
+        "data_digest": m["data_digest"],
+    }
+
+
+def _arrays(tree):
+    """The tree with every tensor replaced by a C-contiguous NumPy array (sharing memory where it can)."""
+    if isinstance(tree, dict):
+        return {k: _arrays(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_arrays(v) for v in tree]
+    if hasattr(tree, "detach"):
+        return np.ascontiguousarray(tree.detach().cpu().numpy())
+    return tree
+
+
+def take(state, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
+         data_source: dict | None = None, numpy_generators: dict | None = None, copy: bool = True) -> dict:
+    """Everything a snapshot of ``state`` needs (the raw tree; see the module doc).
+
+    With ``copy=False`` the tree holds the live tensors: the caller must finish or ship it
+    before training takes another step (the checkpoint manager does, and saves a clone).
+    """
+    backend = _check_backend(backend)
+    tree = state.state_dict(copy)
+    tree["config"] = state.config.to_json()  # cached text: the config is frozen
+    return {
+        "state": tree,
+        "globals": capture_raw(numpy_generators),
+        "backend": backend,
+        "data": data_source,
+        "attrs": _attrs(state.run_id, counter, parent_digest, time.time()),
+    }
+
+
+def _attrs(run_id: str, counter: int, parent_digest: str, created: float) -> dict:
+    from .. import __version__
+
+    return {
+        "format": fmt.FORMAT_NAME,
+        "format_version": fmt.version_string(),
+        "library_version": __version__,
+        "run_id": run_id,
+        "snapshot_counter": int(counter),
+        "parent_digest": parent_digest,
+        "created": datetime.datetime.fromtimestamp(created, datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _check_backend(backend: dict | None) -> dict:
+    backend = dict(backend or DEFAULT_BACKEND)
+    if backend.get("scheduler") and "@" in str(backend["scheduler"]):
+        raise SnapshotError("the scheduler address must not carry credentials")
+    return backend
+
+
+# -- the wire form: take() for the background writer ------------------------------------------
+#
+# At a checkpoint the training loop should do as little Python work as possible (measured: every
+# microsecond of it counts ~3x inside a run, with the caches full of the training's own data).
+# ``take_wire`` therefore reads the live objects with no per-element conversion: tensors as NumPy
+# views, history columns as their ``array.array`` buffers, RNG states as the libraries return
+# them. ``marshal`` copies it all into one message; the helper rebuilds the raw tree with
+# ``raw_from_wire`` (the same tree ``take`` gives) and runs ``finish``. A test checks that both
+# paths write the same datasets.
+
+
+def _w(t) -> tuple:
+    a = t.numpy()  # training tensors never require grad
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return a.dtype.str, a.shape, a
+
+
+def _r(spec) -> np.ndarray:
+    dtype, shape, data = spec
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
+              data_source: dict | None = None, numpy_generators: dict | None = None) -> dict:
+    """What ``take`` records, as plain values and buffers of the live state: ship it before the next step."""
+    net, pool, h = state.network, state.pool, state.history
+    d, p = state.output_slots.views()
+    wire = {
+        "config": state.config.to_json(), "run_id": state.run_id, "n_patterns": state.n_patterns,
+        "status": state.status, "n_inputs": net.n_inputs, "n_outputs": net.n_outputs,
+        "output_activation": net.output_activation, "output_weights": _w(net.output_weights),
+        "units": [(_w(u.weights), u.activation, u.steepness) for u in net.units],
+        "output_delta": _w(d), "output_prev_slope": _w(p),
+        "phase": vars(state.phase), "counters": vars(state.counters),
+        "errors": _w(state.errors), "diffs": _w(state.diffs),
+        "history_epochs": h.epochs, "history_units": h.units,
+        "targets": state.targets, "data_digest": state.data_digest,
+        "pool": None,
+        "globals": capture_raw(numpy_generators), "backend": _check_backend(backend), "data": data_source,
+        "counter": int(counter), "parent_digest": parent_digest, "created": time.time(),
+    }
+    if pool is not None:
+        pd, pp = pool.slots.views()
+        wire["pool"] = {"plan": pool.plan, "best": pool.best, "best_score": pool.best_score,
+                        "weights": _w(pool.weights), "delta": _w(pd), "prev_slope": _w(pp),
+                        "prev_cor": _w(pool.prev_cor), "scores": _w(pool.scores)}
+        if pool.cascade2:
+            od, op = pool.out_slots.views()
+            wire["pool"].update(out_weights=_w(pool.out_weights), out_delta=_w(od), out_prev_slope=_w(op))
+    return wire
+
+
+def raw_from_wire(w: dict) -> dict:
+    """``take_wire``'s message (buffers as bytes) -> the raw tree ``take`` would have returned."""
+    from ..history import state_from_columns
+
+    pool = None
+    if w["pool"] is not None:
+        wp = w["pool"]
+        pool = {"activations": [a for a, _ in wp["plan"]],
+                "steepnesses": np.array([s for _, s in wp["plan"]], dtype=np.float64),
+                "best": wp["best"], "best_score": wp["best_score"]}
+        for key in ("weights", "delta", "prev_slope", "prev_cor", "scores", "out_weights", "out_delta", "out_prev_slope"):
+            if key in wp:
+                pool[key] = _r(wp[key])
+    state = {
+        "config": w["config"], "run_id": w["run_id"], "n_patterns": w["n_patterns"], "status": w["status"],
+        "network": {"n_inputs": w["n_inputs"], "n_outputs": w["n_outputs"], "output_activation": w["output_activation"],
+                    "output_weights": _r(w["output_weights"]),
+                    "units": [{"weights": _r(u), "activation": a, "steepness": s} for u, a, s in w["units"]]},
+        "output_slots": {"delta": _r(w["output_delta"]), "prev_slope": _r(w["output_prev_slope"])},
+        "phase": w["phase"], "counters": w["counters"], "pool": pool,
+        "errors": _r(w["errors"]), "diffs": _r(w["diffs"]),
+        "history": state_from_columns(w["history_epochs"], w["history_units"]),
+        "targets": w["targets"], "data_digest": w["data_digest"],
+    }
+    return {"state": state, "globals": w["globals"], "backend": w["backend"], "data": w["data"],
+            "attrs": _attrs(w["run_id"], w["counter"], w["parent_digest"], w["created"])}
+
+
+def finish(raw: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """A raw tree -> (arrays, root attributes) of a format 1.0 file, ready for ``write_snapshot``."""
+    meta, arrays = encode_state(_arrays(raw["state"]))
+    glob, glob_arrays = encode_globals(raw["globals"])
+    arrays.update(glob_arrays)
+    arrays["meta"] = fmt.encode_json(meta)
+    arrays["config"] = np.frombuffer(raw["state"]["config"].encode(), dtype=np.uint8)
+    arrays["runtime/meta"] = fmt.encode_json({"globals": glob, "backend": raw["backend"], "data": raw["data"]})
+    return arrays, dict(raw["attrs"])

@@ -64,7 +64,8 @@ def test_background_writer_produces_the_same_snapshots_and_reports_errors(tmp_pa
 
 
 def test_background_and_synchronous_saves_write_the_same_objects_mid_candidate(tmp_path, spirals, spirals_cfg):
-    """The helper finishes the raw tree itself; every dataset (runtime included) must match a direct save."""
+    """The helper rebuilds the state from the wire (later messages carry only new units and
+    history rows); every dataset, runtime included, must match a direct save of the same state."""
     import numpy as np
 
     from cascor import snapshot
@@ -72,23 +73,26 @@ def test_background_and_synchronous_saves_write_the_same_objects_mid_candidate(t
     from cascor.snapshot.codec import take_wire
 
     eng = trainer.start(spirals_cfg.replace(candidate_score="cascade2"), *spirals)
-    while eng.state.pool is None or eng.state.network.n_hidden < 1:
-        eng.step()
-    eng.step()
     gen = np.random.default_rng(5)
-    sync_path, bg_path = str(tmp_path / "sync.h5"), str(tmp_path / "bg.h5")
-    snapshot.save(eng.state, sync_path, counter=3, numpy_generators={"g": gen}, data_source={"dataset": "x"})
-    raw = take_wire(eng.state, counter=3, numpy_generators={"g": gen}, data_source={"dataset": "x"})
+    ids = {"counter": 3, "numpy_generators": {"g": gen}, "data_source": {"dataset": "x"}}
     writer = BackgroundWriter()
     try:
-        assert writer.submit(bg_path, raw, {}, {}, set())
-        writer.flush()
+        for k, units in enumerate((1, 3)):  # the second message continues the first
+            while eng.state.pool is None or eng.state.network.n_hidden < units:
+                eng.step()
+            eng.step()
+            sync_path, bg_path = str(tmp_path / f"sync{k}.h5"), str(tmp_path / f"bg{k}.h5")
+            snapshot.save(eng.state, sync_path, **ids)
+            assert writer.submit(bg_path, take_wire(eng.state, cursor=writer.cursor, **ids), {}, {}, set())
+            writer.flush()
+            a, b = snapshot.verify(sync_path), snapshot.verify(bg_path)
+            assert "pool/out_weights" in a.arrays and sorted(a.arrays) == sorted(b.arrays)
+            for name in a.arrays:
+                assert a.arrays[name].dtype == b.arrays[name].dtype, name
+                assert np.array_equal(a.arrays[name], b.arrays[name], equal_nan=True), name
+            assert a.runtime == b.runtime and a.runtime["globals"]["numpy_generators"]["g"] == gen.bit_generator.state
+            drop = ("created", "parent_digest")
+            assert {k: v for k, v in a.attrs.items() if k not in drop} == {k: v for k, v in b.attrs.items() if k not in drop}
+        assert writer.cursor.units == 3 and writer.cursor.rows == len(eng.state.history)
     finally:
         writer.close()
-    a, b = snapshot.verify(sync_path), snapshot.verify(bg_path)
-    assert "pool/out_weights" in a.arrays and sorted(a.arrays) == sorted(b.arrays)
-    for name in a.arrays:
-        assert a.arrays[name].dtype == b.arrays[name].dtype, name
-        assert np.array_equal(a.arrays[name], b.arrays[name], equal_nan=True), name
-    assert a.runtime == b.runtime and a.runtime["globals"]["numpy_generators"]["g"] == gen.bit_generator.state
-    assert {k: v for k, v in a.attrs.items() if k != "created"} == {k: v for k, v in b.attrs.items() if k != "created"}

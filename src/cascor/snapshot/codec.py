@@ -198,20 +198,66 @@ def _r(spec) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
+class WireCursor:
+    """What one sender has already shipped of append-only parts (frozen hidden units, history
+    rows), so the next message carries only what was added. The receiver keeps the matching
+    :class:`WireMirror`; both live as long as one background writer."""
+
+    def __init__(self) -> None:
+        self.network = self.column = None
+        self.units = self.rows = 0
+
+    def start(self, state) -> tuple[int, int]:
+        """(first unit, first history row) to send; 0, 0 when the state is not the one followed."""
+        net, column = state.network, state.history.epochs["epoch"]
+        if net is not self.network or column is not self.column or len(net.units) < self.units or len(column) < self.rows:
+            self.network, self.column, self.units, self.rows = net, column, 0, 0
+        first = self.units, self.rows
+        self.units, self.rows = len(net.units), len(column)
+        return first
+
+
+class WireMirror:
+    """The receiving side of :class:`WireCursor`: appends each message's new parts."""
+
+    def __init__(self) -> None:
+        self.units: list = []
+        self.columns: dict[str, bytearray] = {}
+
+    def extend(self, w: dict) -> tuple[list, dict]:
+        if w["units_from"] != len(self.units) and w["units_from"] != 0:
+            raise SnapshotError(f"snapshot helper out of step: has {len(self.units)} units, "
+                                f"the message continues from {w['units_from']}")
+        if w["units_from"] == 0:
+            self.units = []
+        self.units.extend(w["units"])
+        if w["rows_from"] == 0:
+            self.columns = {k: bytearray() for k in w["history_epochs"]}
+        for key, data in w["history_epochs"].items():
+            self.columns[key] += data
+        return self.units, self.columns
+
+
 def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
-              data_source: dict | None = None, numpy_generators: dict | None = None) -> dict:
-    """What ``take`` records, as plain values and buffers of the live state: ship it before the next step."""
+              data_source: dict | None = None, numpy_generators: dict | None = None,
+              cursor: WireCursor | None = None) -> dict:
+    """What ``take`` records, as plain values and buffers of the live state: ship it before the
+    next step. With a ``cursor``, units and history rows already shipped are left out."""
     net, pool, h = state.network, state.pool, state.history
+    first_unit, first_row = cursor.start(state) if cursor is not None else (0, 0)
     d, p = state.output_slots.views()
     wire = {
         "config": state.config.to_json(), "run_id": state.run_id, "n_patterns": state.n_patterns,
         "status": state.status, "n_inputs": net.n_inputs, "n_outputs": net.n_outputs,
         "output_activation": net.output_activation, "output_weights": _w(net.output_weights),
-        "units": [(_w(u.weights), u.activation, u.steepness) for u in net.units],
+        "units_from": first_unit,
+        "units": [(_w(u.weights), u.activation, u.steepness) for u in net.units[first_unit:]],
         "output_delta": _w(d), "output_prev_slope": _w(p),
         "phase": vars(state.phase), "counters": vars(state.counters),
         "errors": _w(state.errors), "diffs": _w(state.diffs),
-        "history_epochs": h.epochs, "history_units": h.units,
+        "rows_from": first_row,
+        "history_epochs": {k: v[first_row:] for k, v in h.epochs.items()} if first_row else h.epochs,
+        "history_units": h.units,
         "targets": state.targets, "data_digest": state.data_digest,
         "pool": None,
         "globals": capture_raw(numpy_generators), "backend": _check_backend(backend), "data": data_source,
@@ -228,10 +274,14 @@ def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict
     return wire
 
 
-def raw_from_wire(w: dict) -> dict:
-    """``take_wire``'s message (buffers as bytes) -> the raw tree ``take`` would have returned."""
+def raw_from_wire(w: dict, mirror: WireMirror | None = None) -> dict:
+    """``take_wire``'s message (buffers as bytes) -> the raw tree ``take`` would have returned.
+
+    ``mirror`` holds the parts earlier messages of the same sender shipped (needed whenever
+    that sender used a cursor)."""
     from ..history import state_from_columns
 
+    units, columns = (mirror or WireMirror()).extend(w)
     pool = None
     if w["pool"] is not None:
         wp = w["pool"]
@@ -245,11 +295,11 @@ def raw_from_wire(w: dict) -> dict:
         "config": w["config"], "run_id": w["run_id"], "n_patterns": w["n_patterns"], "status": w["status"],
         "network": {"n_inputs": w["n_inputs"], "n_outputs": w["n_outputs"], "output_activation": w["output_activation"],
                     "output_weights": _r(w["output_weights"]),
-                    "units": [{"weights": _r(u), "activation": a, "steepness": s} for u, a, s in w["units"]]},
+                    "units": [{"weights": _r(u), "activation": a, "steepness": s} for u, a, s in units]},
         "output_slots": {"delta": _r(w["output_delta"]), "prev_slope": _r(w["output_prev_slope"])},
         "phase": w["phase"], "counters": w["counters"], "pool": pool,
         "errors": _r(w["errors"]), "diffs": _r(w["diffs"]),
-        "history": state_from_columns(w["history_epochs"], w["history_units"]),
+        "history": state_from_columns(columns, w["history_units"]),
         "targets": w["targets"], "data_digest": w["data_digest"],
     }
     return {"state": state, "globals": w["globals"], "backend": w["backend"], "data": w["data"],

@@ -171,8 +171,8 @@ class CheckpointManager:
         if self._background and not wait:
             self.start()
             # Live buffers, no clones: submit copies them into the pipe before this returns.
-            queued = self._writer.submit(path, take_wire(state, **ids), self.retention.__dict__, self.metrics,
-                                         self.protect)
+            queued = self._writer.submit(path, take_wire(state, cursor=self._writer.cursor, **ids),
+                                         self.retention.__dict__, self.metrics, self.protect)
         if not queued:
             arrays, attrs = finish(take(state, copy=False, **ids))
             if self._writer is not None:

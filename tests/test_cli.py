@@ -103,13 +103,16 @@ def test_stop_after_then_train_resume_flag_continues(tmp_path, run_dir):
 
 def test_sigterm_finishes_epoch_saves_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "parity8", "--preset", "cascor1c",
-                             "--set", "max_units=200", "--set", "input_epochs=1000", "--set", "output_epochs=1000",
-                             "--set", "input_patience=0", "--out", str(out), "--json", "-q"],
+    # A regression fitted to an unreachable error index: it runs far beyond its first checkpoint.
+    proc = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "diabetes", "--set", "max_units=200",
+                             "--set", "input_epochs=1000", "--set", "output_epochs=1000", "--set", "input_patience=0",
+                             "--set", "output_patience=0", "--set", "error_index_threshold=1e-6",
+                             "--out", str(out), "--json", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (out / "latest.h5").exists() and time.time() < deadline:
         time.sleep(0.1)
+    assert (out / "latest.h5").exists(), "no checkpoint reached the disk while the run was going"
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

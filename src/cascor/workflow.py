@@ -136,16 +136,18 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
     manager = CheckpointManager(out, every=checkpoint_every, at_install=True, retention=Retention(keep_last=keep_last),
                                 protect=set(protect), backend=backend, data_source=data_source, counter=counter,
                                 parent_digest=parent_digest, background=True).start()
-    try:
-        with StopRequest() as stop:
+    # The handler stays installed until the last snapshot is on disk: a second Ctrl-C or
+    # SIGTERM while it is written changes nothing, and the run still exits cleanly.
+    with StopRequest() as stop:
+        try:
             t0 = time.perf_counter()
             run(engine, stop_at_epoch=stop_after, callbacks=(*callbacks, manager, stop))
             seconds = time.perf_counter() - t0 - manager.seconds
-        state = engine.state
-        # The last snapshot is written synchronously, after every pending background write.
-        path = manager.save(state, name="final.h5" if state.done else None, wait=True)
-    finally:
-        manager.close()
+            state = engine.state
+            # The last snapshot is written synchronously, after every pending background write.
+            path = manager.save(state, name="final.h5" if state.done else None, wait=True)
+        finally:
+            manager.close()
     return RunOutcome(engine, path, state.done, seconds)
 
 

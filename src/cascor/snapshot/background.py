@@ -260,21 +260,16 @@ class BackgroundWriter:
 
 
 def _yield_to_training() -> None:
-    """Run only on otherwise idle CPU time.
+    """Lowest normal priority (nice 19): the helper should not take CPU time from training.
 
-    Measured on two-spirals (2 vCPUs): at normal priority the woken helper often preempts the
-    training process on its own CPU before the scheduler moves one of them (+8-10% training
-    time at a checkpoint per install); as SCHED_IDLE it never preempts, and runs on the idle
-    CPU (+5-6%). SCHED_IDLE still gets a small share of a saturated CPU, so it never starves;
-    where it does not exist, nice 19 is the nearest thing.
+    Not SCHED_IDLE: with every CPU busy (training plus any other job) an idle-class helper
+    got almost no CPU time and wrote the run's checkpoints only after the run had ended.
+    At nice 19 it still gets a small, steady share, so checkpoints keep reaching the disk.
     """
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.nice(19)
     except (AttributeError, OSError):
-        try:
-            os.nice(19)
-        except (AttributeError, OSError):
-            pass
+        pass
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def advance_block(shared: dict, block: dict, params: dict) -> dict:
     """
     X = _t(shared["X"])
     cascade2 = shared["kind"] == "cascade2"
+    # Converted once per task, not per epoch (a Dask worker's arrays are read-only: _t copies them).
+    E, ET = (_t(shared["R"]), _t(shared["RT"])) if cascade2 else (_t(shared["Ec"]), _t(shared["EcT"]))
     arrays = {k: torch.from_numpy(np.array(block[k], dtype=np.float32, copy=True))
               for k in BLOCK_KEYS + (CASCADE2_KEYS if cascade2 else ())}
     C = arrays["weights"].shape[0]
@@ -42,13 +44,11 @@ def advance_block(shared: dict, block: dict, params: dict) -> dict:
     best_extra = np.empty((k, arrays["prev_cor"].shape[1]), np.float32)
     for t in range(k):
         if cascade2:
-            pb.train_cascade2(X, _t(shared["R"]), _t(shared["RT"]), shared["rr"],
-                              params["eps"], params["eps_out"], params["mu"], params["decay"])
+            pb.train_cascade2(X, E, ET, shared["rr"], params["eps"], params["eps_out"], params["mu"], params["decay"])
         elif t == 0 and params["measure_first"]:
-            pb.measure(X, _t(shared["Ec"]))
+            pb.measure(X, E)
         else:
-            pb.train_covariance(X, _t(shared["Ec"]), _t(shared["EcT"]),
-                                params["eps"], params["mu"], params["decay"])
+            pb.train_covariance(X, E, ET, params["eps"], params["mu"], params["decay"])
         out_scores[t] = scores.numpy()
         b = int(torch.argmax(scores))
         best[t] = b

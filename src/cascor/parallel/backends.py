@@ -154,7 +154,11 @@ class DaskBackend(_Distributed):
             # workers (performance.md); the embedded cluster keeps the other pre-spawn settings.
             environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
             environ["MALLOC_TRIM_THRESHOLD_"] = 128 << 20
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            # Workers here share the machine's few cores with the training process: no stack
+            # sampling profiler (every 10 ms per worker) and a slower event-loop watchdog tick.
+            quiet = {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False,
+                     "distributed.admin.tick.interval": "500ms"}
+            with dask.config.set(quiet):
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                              host="127.0.0.1", dashboard_address=None)
             self._client = Client(self._cluster)

@@ -96,3 +96,52 @@ def test_background_and_synchronous_saves_write_the_same_objects_mid_candidate(t
         assert writer.cursor.units == 3 and writer.cursor.rows == len(eng.state.history)
     finally:
         writer.close()
+
+
+TRAINER_THEN_CRASH = """
+import sys, time
+import torch
+from cascor import trainer
+from cascor.config import preset
+from cascor.datasets import encode_targets, two_spirals
+from cascor.snapshot.manager import CheckpointManager
+
+torch.set_num_threads(1)
+ds = two_spirals()
+Y = encode_targets(ds.y, ds.classes, -0.5, 0.5)
+mgr = CheckpointManager(sys.argv[1], at_install=True, background=True)
+eng = trainer.start(preset("fahlman-spirals").replace(seed=1), ds.X, Y)
+trainer.run(eng, callbacks=[mgr, lambda engine, event: len(mgr.saved) >= 3])
+print(len(mgr.saved), flush=True)
+time.sleep(60)  # killed here, with the checkpoints still queued in the helper
+"""
+
+
+def test_checkpoints_handed_to_the_helper_survive_a_kill_of_the_trainer(tmp_path):
+    """The helper writes queued checkpoints after a burst; a trainer killed (-9) before that
+    loses none of them: the helper sees its input close, writes them all, and exits."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cascor import snapshot
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", TRAINER_THEN_CRASH, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "3"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    names = []
+    while time.time() < deadline:
+        names = sorted(n for n in os.listdir(out) if n.startswith("ckpt-"))
+        if len(names) == 3 and os.path.realpath(out / "latest.h5").endswith(names[-1]):
+            break
+        time.sleep(0.1)
+    assert len(names) == 3, names
+    assert os.path.realpath(out / "latest.h5").endswith(names[-1])
+    parents = [snapshot.verify(str(out / n)).attrs for n in names]
+    assert [a["snapshot_counter"] for a in parents] == [1, 2, 3]
+    assert parents[1]["parent_digest"] == parents[0]["content_digest"]
+    assert parents[2]["parent_digest"] == parents[1]["content_digest"]

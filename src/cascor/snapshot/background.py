@@ -149,7 +149,10 @@ def serve(jobs: PolledInbox, results, *, interval: float = 0.02, quiet: float = 
                 result = {"ok": True, "path": job["path"], "digest": digest}
             except Exception as exc:  # reported to the training process
                 result = {"ok": False, "path": job["path"], "error": str(exc)}
-            _write_message(results, json.dumps(result).encode())
+            try:
+                _write_message(results, json.dumps(result).encode())
+            except BrokenPipeError:
+                pass  # the trainer died: still write every snapshot it handed over
         queue, flush = [], False
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import CorruptSnapshotError, SnapshotError, StateError
+from ..errors import CorruptSnapshotError, StateError
 from . import format as fmt
 from .codec import DEFAULT_BACKEND, decode_state, encode_state, finish, take
 from .globals import restore

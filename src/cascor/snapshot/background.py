@@ -20,8 +20,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 from ..errors import SnapshotError
 from .codec import WireCursor
 

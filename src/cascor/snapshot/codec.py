@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import datetime
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SnapshotError
 from . import format as fmt
 from .globals import capture_raw, encode_globals
+
+if TYPE_CHECKING:
+    from .reader import RawSnapshot
 
 DEFAULT_BACKEND = {"name": "local", "workers": None, "scheduler": None}
 

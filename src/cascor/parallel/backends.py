@@ -155,7 +155,8 @@ class DaskBackend(_Distributed):
             environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
             environ["MALLOC_TRIM_THRESHOLD_"] = 128 << 20
             # Workers here share the machine's few cores with the training process: no stack
-            # sampling profiler (every 10 ms per worker) and a slower event-loop watchdog tick.
+            # sampling profiler (every 10 ms per worker) and a slower event-loop watchdog tick
+            # (measured: at most a few % on 2 cores, within noise; kept as it costs nothing).
             quiet = {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False,
                      "distributed.admin.tick.interval": "500ms"}
             with dask.config.set(quiet):

@@ -2,11 +2,12 @@
 
 Building an HDF5 image costs milliseconds of GIL-holding h5py calls; at one checkpoint per
 unit install that alone would slow a 0.1 s two-spirals run by more than half. The training
-process therefore only takes the raw state tree (:func:`cascor.snapshot.take`: live tensors and
-the global RNG states, no clones) and copies it into one marshalled message on a pipe to a
-helper process (``python -m cascor.snapshot.background``) that encodes it
-(:func:`cascor.snapshot.finish`), builds the HDF5 image, writes it (atomically, fsynced),
-points ``latest`` at the new file and prunes. Errors come back and are raised in the training
+process only reads its live state and the global RNG states (:func:`cascor.snapshot.codec.take_wire`,
+no clones, no conversion) and copies them into one marshalled message on a pipe to a helper
+process (``python -m cascor.snapshot.background``) that rebuilds the state tree
+(:func:`~cascor.snapshot.codec.raw_from_wire`), encodes it (:func:`~cascor.snapshot.codec.finish`),
+builds the HDF5 image, writes it (atomically, fsynced), points ``latest`` at the new file and
+prunes. Errors come back and are raised in the training
 process at the next checkpoint or at :meth:`flush`.
 """
 

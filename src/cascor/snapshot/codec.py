@@ -1,12 +1,13 @@
-"""The state tree <-> format 1.0 objects, in two stages so a save costs the training loop little.
+"""The state tree <-> format 1.0 objects, in stages, so that a checkpoint costs the training loop little.
 
-:func:`take` runs in the training process at the moment of the save: it clones the state tree
-(``TrainState.state_dict``) and reads the process-global RNG states, and returns a *raw tree*
-of plain JSON values and NumPy arrays. :func:`finish` turns a raw tree into the snapshot's
-arrays and root attributes (every JSON encoding, dtype conversion and layout decision). The
-background writer ships the raw tree to its helper process and runs :func:`finish` there;
-a synchronous save runs both here. One code path, so both write the same bytes.
-Nothing here imports torch (``finish`` runs in the torch-free helper).
+:func:`take` runs at the moment of a save: the state tree (``TrainState.state_dict``, cloned
+or, for a save written at once, the live tensors) plus the process-global RNG states, as a
+*raw tree*. :func:`finish` turns a raw tree into the snapshot's arrays and root attributes
+(every JSON encoding, dtype conversion and layout decision). Synchronous saves run both here.
+The background writer instead ships :func:`take_wire` (the same information read from the
+live objects with no conversion) to its helper process, which rebuilds the raw tree with
+:func:`raw_from_wire` and runs the same :func:`finish`; a test checks both write the same
+datasets. Nothing here imports torch at module level (the helper never imports it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _np(t) -> np.ndarray:
 
 
 def _as(t, dtype) -> np.ndarray:
-    """The array in ``dtype``, copying only when the dtype differs (state_dict already cloned it)."""
+    """The array in ``dtype``, copying only when the dtype differs (it may alias a live tensor:
+    callers consume it before training moves on)."""
     return _np(t).astype(dtype, copy=False)
 
 
@@ -128,23 +130,13 @@ def decode_state(raw: RawSnapshot) -> dict:
     }
 
 
-def _arrays(tree):
-    """The tree with every tensor replaced by a C-contiguous NumPy array (sharing memory where it can)."""
-    if isinstance(tree, dict):
-        return {k: _arrays(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_arrays(v) for v in tree]
-    if hasattr(tree, "detach"):
-        return np.ascontiguousarray(tree.detach().cpu().numpy())
-    return tree
-
-
 def take(state, *, counter: int = 0, parent_digest: str = "", backend: dict | None = None,
          data_source: dict | None = None, numpy_generators: dict | None = None, copy: bool = True) -> dict:
     """Everything a snapshot of ``state`` needs (the raw tree; see the module doc).
 
-    With ``copy=False`` the tree holds the live tensors: the caller must finish or ship it
-    before training takes another step (the checkpoint manager does, and saves a clone).
+    With ``copy=False`` the tree holds the live tensors: the caller must finish and write it
+    before training takes another step (``save`` and the checkpoint manager's synchronous
+    saves do).
     """
     backend = _check_backend(backend)
     tree = state.state_dict(copy)
@@ -312,7 +304,7 @@ def raw_from_wire(w: dict, mirror: WireMirror | None = None) -> dict:
 
 def finish(raw: dict) -> tuple[dict[str, np.ndarray], dict]:
     """A raw tree -> (arrays, root attributes) of a format 1.0 file, ready for ``write_snapshot``."""
-    meta, arrays = encode_state(_arrays(raw["state"]))
+    meta, arrays = encode_state(raw["state"])  # tensor or array leaves alike
     glob, glob_arrays = encode_globals(raw["globals"])
     arrays.update(glob_arrays)
     arrays["meta"] = fmt.encode_json(meta)

@@ -57,11 +57,6 @@ def encode_globals(raw: dict) -> tuple[dict, dict[str, np.ndarray]]:
     return glob, arrays
 
 
-def capture(numpy_generators: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """The process-global RNG states in format 1.0's form (runtime JSON + arrays)."""
-    return encode_globals(capture_raw(numpy_generators))
-
-
 def restore(glob: dict, arrays: dict[str, np.ndarray], numpy_generators: dict | None = None) -> None:
     """Put the recorded global states back (Python, legacy NumPy, torch CPU/CUDA, named Generators)."""
     try:

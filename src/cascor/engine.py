@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import uuid
 
 import torch
 
@@ -93,6 +94,9 @@ class Engine:
         for k, unit in enumerate(net.units):
             col = 1 + I + k
             self.values[:, col] = unit_column(self.values[:, :col], unit)
+        # Names this values cache for backends that keep a copy between rounds: its first F columns
+        # never change once computed, so a worker holding (key, F-1) columns needs only the new one.
+        self._values_key = uuid.uuid4().hex
         self._out_act = get_activation(cfg.output_activation)
         self._net = torch.empty(P, O)
         self._out = torch.empty(P, O)
@@ -275,7 +279,7 @@ class Engine:
         F = st.network.fan_in
         if self._round is None:
             inputs = self._candidate_inputs()
-            shared = {"X": self.values[:, :F].contiguous().numpy()}
+            shared = {"X": self.values[:, :F].contiguous().numpy(), "X_key": [self._values_key, F]}
             if cfg.candidate_score == "covariance":
                 shared.update(kind="covariance", Ec=inputs[0].numpy(), EcT=inputs[1].numpy())
             else:

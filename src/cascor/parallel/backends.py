@@ -13,7 +13,7 @@ import time
 import warnings
 
 from ..errors import ConfigError
-from .work import advance_block, advance_blocks, save_shared
+from .work import BlockRunner, advance_block, advance_blocks, save_shared
 
 BACKENDS = ("local", "processes", "dask", "auto")
 # Distribute a round only when its work clearly pays for task overhead (performance.md: engines
@@ -76,9 +76,9 @@ class _Distributed(LocalBackend):
     def _local_shared(self, handle):
         return handle
 
-    def _groups(self, blocks: list) -> list[list]:
+    def _groups(self, blocks: list, workers: int | None = None) -> list[list]:
         """Contiguous groups of blocks, one per worker (the order of results is the block order)."""
-        n = max(1, min(self.workers, len(blocks)))
+        n = max(1, min(workers or self.workers, len(blocks)))
         size = -(-len(blocks) // n)
         return [blocks[i:i + size] for i in range(0, len(blocks), size)]
 
@@ -124,9 +124,12 @@ def _one_thread() -> None:
 class DaskBackend(_Distributed):
     """Dask distributed: an embedded LocalCluster, or an existing cluster by scheduler address.
 
-    Inputs and residuals are scattered (broadcast) once per round; each block is a task with
-    Dask's own retries. TLS addresses and ``security`` (a ``distributed.Security``) pass through;
-    only the address is ever recorded, never credentials.
+    Each round's inputs and residuals go once to every worker, to a :class:`BlockRunner` actor
+    per worker that the driver then calls directly for every chunk of the round (no scheduler
+    task per chunk). When an actor fails (its worker died), the chunk runs as ordinary Dask
+    tasks on inputs scattered (broadcast) once, with Dask's retries; when the cluster is gone,
+    in-process with a warning. TLS addresses and ``security`` (a ``distributed.Security``) pass
+    through; only the address is ever recorded, never credentials.
     """
 
     name = "dask"
@@ -143,6 +146,9 @@ class DaskBackend(_Distributed):
         self.retries = retries
         self.stall_timeout = stall_timeout  # seconds without any task finishing before giving up on the cluster
         self._cluster = None
+        self._runners: list = []  # actor proxies, one per worker; started lazily, dropped on any failure
+        self._held: list = []  # per runner: the (values key, columns) of the inputs it holds
+        self._rounds = 0
         if scheduler:
             self._client = Client(scheduler, security=security, timeout="30s")
             self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
@@ -169,7 +175,87 @@ class DaskBackend(_Distributed):
         return self._client.status == "running"
 
     def begin_round(self, shared: dict):
-        return {"future": self._share(shared) if self._usable() else None, "local": shared}
+        self._rounds += 1
+        handle = {"token": self._rounds, "local": shared, "runners": [], "future": None}
+        if self._usable():
+            try:
+                if not self._runners:
+                    self._runners = self._start_runners()
+                    self._held = [None] * len(self._runners)
+                self._collect([r.begin(handle["token"], self._message(shared, held))
+                               for r, held in zip(self._runners, self._held)])
+                self._held = [tuple(shared["X_key"])] * len(self._runners)
+                handle["runners"] = list(self._runners)
+            except Exception:
+                self._runners = []  # this round runs as tasks; the next one starts new runners
+        return handle
+
+    @staticmethod
+    def _message(shared: dict, held) -> dict:
+        """What a runner holding inputs ``held`` needs for this round: the residuals (not their
+        transposes) and, of the inputs, only the columns added since (one per installed unit)."""
+        key = tuple(shared["X_key"])
+        msg = {k: shared[k] for k in ("kind", "Ec", "R", "rr") if k in shared}
+        msg["X_key"] = key
+        if held is None or held[0] != key[0] or held[1] > key[1]:
+            msg["X"] = shared["X"]
+        elif held[1] < key[1]:
+            msg["X_tail"] = shared["X"][:, held[1]:]
+        return msg
+
+    def _start_runners(self) -> list:
+        """One runner actor on each of (up to ``workers``) workers alive now."""
+        from distributed import wait
+
+        addresses = sorted(self._client.scheduler_info(n_workers=-1)["workers"])[:self.workers]
+        futures = [self._client.submit(BlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
+                   for a in addresses]
+        wait(futures, timeout=60)
+        return [f.result() for f in futures]
+
+    def _run(self, handle, blocks, params):
+        runners = handle["runners"]
+        if runners:
+            try:
+                groups = self._groups(blocks, len(runners))
+                calls = [r.run(handle["token"], g, params) for r, g in zip(runners, groups)]
+                return [res for group in self._collect(calls) for res in group]
+            except Exception:
+                if not self._usable():
+                    raise
+                handle["runners"] = self._runners = []  # a worker died: tasks from here; new runners next round
+        return self._tasks(handle, blocks, params)
+
+    def _collect(self, calls: list) -> list:
+        """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""
+        results, last_progress = [], time.monotonic()
+        for call in calls:
+            while True:
+                try:
+                    results.append(call.result(timeout=1.0))
+                    last_progress = time.monotonic()
+                    break
+                except TimeoutError:
+                    self._check_alive(last_progress)
+        return results
+
+    def _check_alive(self, last_progress: float) -> None:
+        if not self._usable():
+            raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+        if time.monotonic() - last_progress > self.stall_timeout:
+            raise RuntimeError(f"no Dask task finished for {self.stall_timeout:.0f} s")
+
+    def _tasks(self, handle, blocks, params):
+        """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once."""
+        for attempt in range(2):
+            if handle["future"] is None:
+                handle["future"] = self._share(handle["local"])
+            try:
+                return self._attempt(handle, blocks, params)
+            except Exception:
+                if attempt or not self._usable():
+                    raise
+                handle["future"] = None  # a worker holding the shared inputs died with them: share again
 
     def _share(self, shared: dict):
         try:
@@ -179,16 +265,6 @@ class DaskBackend(_Distributed):
         except Exception:
             return None  # the round falls back to a re-share, then to local computation
 
-    def _run(self, handle, blocks, params):
-        try:
-            return self._attempt(handle, blocks, params)
-        except Exception:
-            if not self._usable():
-                raise
-            # A worker holding the shared inputs died with them: share again, submit again.
-            handle["future"] = self._share(handle["local"])
-            return self._attempt(handle, blocks, params)
-
     def _attempt(self, handle, blocks, params):
         from distributed import wait
 
@@ -196,27 +272,25 @@ class DaskBackend(_Distributed):
             raise RuntimeError("could not share the round's inputs with the cluster")
         futures = [self._client.submit(advance_blocks, handle["future"], g, params, retries=self.retries, pure=False)
                    for g in self._groups(blocks)]
-        # Poll, so that a vanished scheduler or a cluster without workers is noticed instead of
-        # waited on forever; the caller then recomputes the round in-process.
         done, last_progress = 0, time.monotonic()
         while True:
             try:
                 wait(futures, timeout=1.0)
                 break
             except TimeoutError:
-                if not self._usable():
-                    raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})") from None
                 now_done = sum(f.done() for f in futures)
                 if now_done > done:
                     done, last_progress = now_done, time.monotonic()
-                elif time.monotonic() - last_progress > self.stall_timeout:
-                    raise RuntimeError(f"no Dask task finished for {self.stall_timeout:.0f} s") from None
+                self._check_alive(last_progress)
         return [r for group in self._client.gather(futures) for r in group]
 
     def _local_shared(self, handle):
         return handle["local"]
 
     def end_round(self, handle) -> None:
+        if handle["runners"] and self._usable():
+            for r in handle["runners"]:
+                r.end(handle["token"])  # frees the inputs on the worker; nothing waits for it
         if handle.get("future") is not None:
             try:
                 handle["future"].release()
@@ -224,6 +298,7 @@ class DaskBackend(_Distributed):
                 pass
 
     def close(self) -> None:
+        self._runners = []
         try:
             self._client.close(timeout=10)
         except Exception:

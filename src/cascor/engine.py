@@ -285,8 +285,11 @@ class Engine:
             else:
                 shared.update(kind="cascade2", R=inputs[0].contiguous().numpy(), RT=inputs[1].numpy(), rr=inputs[2])
             self._round = self.backend.begin_round(shared)
+        # start/max_epochs let a backend compute ahead: the phase's epochs from pass `start` on
+        # are the same whatever the replay decides, up to the phase's epoch cap.
         params = {"epochs": epochs, "measure_first": measuring, "eps": eps, "eps_out": cfg.input_epsilon / st.n_patterns,
-                  "mu": cfg.input_mu, "decay": cfg.input_decay}
+                  "mu": cfg.input_mu, "decay": cfg.input_decay, "start": st.phase.passes,
+                  "max_epochs": cfg.input_epochs - st.phase.updates + (1 if measuring else 0)}
         keys = ("weights", "delta", "prev_slope", "prev_cor") + (
             ("out_weights", "out_delta", "out_prev_slope") if pool.cascade2 else ())
         blocks = [{"plan": [list(p) for p in blk.plan],

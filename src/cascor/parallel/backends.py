@@ -13,7 +13,8 @@ import time
 import warnings
 
 from ..errors import ConfigError
-from .work import BlockRunner, advance_block, advance_blocks, save_shared
+from .runner import BlockRunner
+from .work import advance_block, advance_blocks, save_shared
 
 BACKENDS = ("local", "processes", "dask", "auto")
 # Distribute a round only when its work clearly pays for task overhead (performance.md: engines
@@ -149,6 +150,7 @@ class DaskBackend(_Distributed):
         self._runners: list = []  # actor proxies, one per worker; started lazily, dropped on any failure
         self._held: list = []  # per runner: the (values key, columns) of the inputs it holds
         self._rounds = 0
+        self._handle = None  # the round in progress
         if scheduler:
             self._client = Client(scheduler, security=security, timeout="30s")
             self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
@@ -177,6 +179,7 @@ class DaskBackend(_Distributed):
     def begin_round(self, shared: dict):
         self._rounds += 1
         handle = {"token": self._rounds, "local": shared, "runners": [], "future": None}
+        self._handle = handle
         if self._usable():
             try:
                 if not self._runners:
@@ -216,17 +219,34 @@ class DaskBackend(_Distributed):
     def _run(self, handle, blocks, params):
         runners = handle["runners"]
         if runners:
+            # Runners compute ahead from where their stream started; blocks are sent only to
+            # (re)start it, e.g. after epochs computed elsewhere.
+            fresh = handle.get("stream") != params["start"]
+            handle["stream"] = None
             try:
                 groups = self._groups(blocks, len(runners))
-                calls = [r.run(handle["token"], g, params) for r, g in zip(runners, groups)]
-                return [res for group in self._collect(calls) for res in group]
+                calls = [r.run(handle["token"], g if fresh else None, params) for r, g in zip(runners, groups)]
+                results = [res for group in self._collect(calls) for res in group]
+                handle["stream"] = params["start"] + params["epochs"]
+                return results
             except Exception:
+                self._end_runners(handle)
                 if not self._usable():
                     raise
                 handle["runners"] = self._runners = []  # a worker died: tasks from here; new runners next round
         return self._tasks(handle, blocks, params)
 
-    def _collect(self, calls: list) -> list:
+    def _end_runners(self, handle, wait: bool = False) -> None:
+        """Stop the runners' streams. Nothing waits unless asked: a runner whose worker is gone is gone."""
+        if handle["runners"] and self._usable():
+            calls = [r.end(handle["token"]) for r in handle["runners"]]
+            if wait:
+                try:
+                    self._collect(calls, stall_timeout=30)
+                except Exception:
+                    pass
+
+    def _collect(self, calls: list, stall_timeout: float | None = None) -> list:
         """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""
         results, last_progress = [], time.monotonic()
         for call in calls:
@@ -236,14 +256,15 @@ class DaskBackend(_Distributed):
                     last_progress = time.monotonic()
                     break
                 except TimeoutError:
-                    self._check_alive(last_progress)
+                    self._check_alive(last_progress, stall_timeout)
         return results
 
-    def _check_alive(self, last_progress: float) -> None:
+    def _check_alive(self, last_progress: float, stall_timeout: float | None = None) -> None:
         if not self._usable():
             raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
-        if time.monotonic() - last_progress > self.stall_timeout:
-            raise RuntimeError(f"no Dask task finished for {self.stall_timeout:.0f} s")
+        limit = self.stall_timeout if stall_timeout is None else stall_timeout
+        if time.monotonic() - last_progress > limit:
+            raise RuntimeError(f"no Dask task finished for {limit:.0f} s")
 
     def _tasks(self, handle, blocks, params):
         """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once."""
@@ -288,9 +309,7 @@ class DaskBackend(_Distributed):
         return handle["local"]
 
     def end_round(self, handle) -> None:
-        if handle["runners"] and self._usable():
-            for r in handle["runners"]:
-                r.end(handle["token"])  # frees the inputs on the worker; nothing waits for it
+        self._end_runners(handle)
         if handle.get("future") is not None:
             try:
                 handle["future"].release()
@@ -298,6 +317,8 @@ class DaskBackend(_Distributed):
                 pass
 
     def close(self) -> None:
+        if self._handle is not None:
+            self._end_runners(self._handle, wait=True)  # streams stop before their workers do
         self._runners = []
         try:
             self._client.close(timeout=10)

@@ -70,6 +70,32 @@ def test_dask_local_cluster_identical_to_local(local_results):
                 warnings.simplefilter("error")  # no silent local fallback
                 eng = _train(cfg, backend)
             assert _content(eng) == local_results[name]
+        # The fast path ran every chunk: runners, their streams continued between chunks.
+        assert backend.chunks["runner"] > 0 and backend.chunks["runner_start"] > 0
+        assert backend.chunks["tasks"] == backend.chunks["local"] == 0
+    finally:
+        backend.close()
+
+
+class _EveryFifthEpoch:
+    """A callback due every 5th epoch: distributed chunks stop there, and a chunk of one epoch
+    runs in-process, so a runner's stream must restart from the driver's blocks."""
+
+    def epochs_until_due(self, state):
+        return 5 - state.counters.epoch % 5
+
+    def __call__(self, engine, event):
+        return False
+
+
+def test_dask_streams_restart_after_epochs_computed_elsewhere(local_results):
+    backend = DaskBackend(workers=2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            eng = _train(COV, backend, callbacks=[_EveryFifthEpoch()])
+        assert _content(eng) == local_results["cov"]
+        assert backend.chunks["runner_start"] > eng.state.network.n_hidden + 1  # restarts inside rounds
     finally:
         backend.close()
 
@@ -110,16 +136,19 @@ def test_real_topology_with_a_worker_killed_mid_round(dask_cluster, local_result
     killed = []
 
     def kill_one_worker(engine, event):
-        # After the first distributed chunk, kill a worker while the next round is in flight.
+        # After the first distributed chunk, while its runner computes ahead: the next chunk
+        # (or round) finds the worker gone and runs as Dask tasks on the surviving one.
         if event == "candidates" and not killed:
             killed.append(procs[1].pid)
-            threading.Timer(0.05, procs[1].send_signal, args=(signal.SIGKILL,)).start()
+            procs[1].send_signal(signal.SIGKILL)
+            procs[1].wait(timeout=10)
 
     try:
         eng = _train(COV, backend, callbacks=[kill_one_worker])
     finally:
         backend.close()
-    assert killed and procs[1].wait(timeout=10) == -signal.SIGKILL
+    assert killed and procs[1].returncode == -signal.SIGKILL
+    assert backend.chunks["tasks"] > 0
     assert _content(eng) == local_results["cov"]
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections import Counter
 
 from ..errors import ConfigError
 from .runner import BlockRunner
-from .work import advance_block, advance_blocks, save_shared
+from .work import advance_blocks, save_shared
 
 BACKENDS = ("local", "processes", "dask", "auto")
 # Distribute a round only when its work clearly pays for task overhead (performance.md: engines
@@ -45,6 +46,15 @@ class _Distributed(LocalBackend):
     chunk_epochs = 1
     forced = True
 
+    @property
+    def chunks(self) -> Counter:
+        """How many chunks ran where: 'runner' (a Dask runner continuing its stream),
+        'runner_start' (a stream started), 'tasks', 'local' (in-process fallback). Diagnostics:
+        which path a run took costs time, never results."""
+        if "_chunks" not in self.__dict__:
+            self._chunks = Counter()
+        return self._chunks
+
     def distributes(self, n_patterns, pool_size, fan_in, n_blocks) -> bool:
         if n_blocks < 2:
             return False
@@ -62,14 +72,15 @@ class _Distributed(LocalBackend):
                 self._warned = True
                 warnings.warn(f"cascor: the {self.name} backend is unreachable; recomputing candidate rounds "
                               "in-process from now on (results are identical)", RuntimeWarning, stacklevel=2)
-            return [advance_block(self._local_shared(handle), b, params) for b in blocks]
+            self.chunks["local"] += 1
+            return advance_blocks(self._local_shared(handle), blocks, params)
         try:
             return self._run(handle, blocks, params)
         except Exception as exc:  # the engine's answer to any remote failure: recompute here
             warnings.warn(f"cascor: the {self.name} backend failed this round ({type(exc).__name__}: {exc}); "
                           "recomputing it in-process (results are identical)", RuntimeWarning, stacklevel=2)
-            shared = self._local_shared(handle)
-            return [advance_block(shared, b, params) for b in blocks]
+            self.chunks["local"] += 1
+            return advance_blocks(self._local_shared(handle), blocks, params)
 
     def _usable(self) -> bool:
         return True
@@ -110,6 +121,7 @@ class ProcessBackend(_Distributed):
 
     def _run(self, handle, blocks, params):
         futures = [self._executor.submit(advance_blocks, handle["path"], g, params) for g in self._groups(blocks)]
+        self.chunks["tasks"] += 1
         return [r for f in futures for r in f.result()]
 
     def settings(self) -> dict:
@@ -228,6 +240,7 @@ class DaskBackend(_Distributed):
                 calls = [r.run(handle["token"], g if fresh else None, params) for r, g in zip(runners, groups)]
                 results = [res for group in self._collect(calls) for res in group]
                 handle["stream"] = params["start"] + params["epochs"]
+                self.chunks["runner_start" if fresh else "runner"] += 1
                 return results
             except Exception:
                 self._end_runners(handle)
@@ -239,7 +252,12 @@ class DaskBackend(_Distributed):
     def _end_runners(self, handle, wait: bool = False) -> None:
         """Stop the runners' streams. Nothing waits unless asked: a runner whose worker is gone is gone."""
         if handle["runners"] and self._usable():
-            calls = [r.end(handle["token"]) for r in handle["runners"]]
+            calls = []
+            for r in handle["runners"]:
+                try:
+                    calls.append(r.end(handle["token"]))
+                except Exception:
+                    pass  # Dask already knows the runner's worker is gone
             if wait:
                 try:
                     self._collect(calls, stall_timeout=30)
@@ -303,7 +321,9 @@ class DaskBackend(_Distributed):
                 if now_done > done:
                     done, last_progress = now_done, time.monotonic()
                 self._check_alive(last_progress)
-        return [r for group in self._client.gather(futures) for r in group]
+        results = [r for group in self._client.gather(futures) for r in group]
+        self.chunks["tasks"] += 1
+        return results
 
     def _local_shared(self, handle):
         return handle["local"]

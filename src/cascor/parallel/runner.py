@@ -39,13 +39,14 @@ class _Stream:
         scratch = Scratch(max(len(b["plan"]) for b in blocks), shared["X"].shape[0])
         self._steppers = [BlockStepper(shared, b, params, scratch) for b in blocks]
         self._done: dict[int, tuple] = {}  # pass -> (records, states), one per block
-        self._error: BaseException | None = None
+        self._error: RuntimeError | None = None
         self._stopped = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._compute, name="cascor-block-stream", daemon=True)
         self._thread.start()
 
     def _compute(self) -> None:
+        p = self.next
         try:
             for p in range(self.next, self.limit):
                 with self._cond:
@@ -58,7 +59,8 @@ class _Stream:
                     self._cond.notify_all()
         except BaseException as exc:  # reported to the driver by the next take()
             with self._cond:
-                self._error = exc
+                self._error = RuntimeError(f"computing pass {p} failed: {exc!r}")
+                self._error.__cause__ = exc
                 self._cond.notify_all()
 
     def take(self, params: dict) -> list[dict]:
@@ -72,7 +74,7 @@ class _Stream:
             while last not in self._done and self._error is None:
                 self._cond.wait()
             if last not in self._done:
-                raise RuntimeError(f"computing pass {last} failed: {self._error!r}") from self._error
+                raise self._error
             taken = [self._done.pop(p) for p in range(start, last + 1)]
         self.next = last + 1
         return [block_result(taken[-1][1][i], [t[0][i] for t in taken]) for i in range(len(self._steppers))]

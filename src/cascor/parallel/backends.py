@@ -190,16 +190,15 @@ class DaskBackend(_Distributed):
 
     def begin_round(self, shared: dict):
         self._rounds += 1
-        handle = {"token": self._rounds, "local": shared, "runners": [], "future": None}
+        handle = {"token": self._rounds, "local": shared, "runners": [], "future": None, "begin": None}
         self._handle = handle
         if self._usable():
             try:
                 if not self._runners:
                     self._runners = self._start_runners()
                     self._held = [None] * len(self._runners)
-                self._collect([r.begin(handle["token"], self._message(shared, held))
-                               for r, held in zip(self._runners, self._held)])
-                self._held = [tuple(shared["X_key"])] * len(self._runners)
+                # The inputs travel with the round's first chunk: one call per runner, not two.
+                handle["begin"] = [self._message(shared, held) for held in self._held]
                 handle["runners"] = list(self._runners)
             except Exception:
                 self._runners = []  # this round runs as tasks; the next one starts new runners
@@ -235,10 +234,15 @@ class DaskBackend(_Distributed):
             # (re)start it, e.g. after epochs computed elsewhere.
             fresh = handle.get("stream") != params["start"]
             handle["stream"] = None
+            begin = handle["begin"] or [None] * len(runners)
             try:
                 groups = self._groups(blocks, len(runners))
-                calls = [r.run(handle["token"], g if fresh else None, params) for r, g in zip(runners, groups)]
+                calls = [r.run(handle["token"], g if fresh else None, params, m)
+                         for r, g, m in zip(runners, groups, begin)]
                 results = [res for group in self._collect(calls) for res in group]
+                if handle["begin"]:
+                    handle["begin"] = None
+                    self._held = [tuple(handle["local"]["X_key"])] * len(runners)
                 handle["stream"] = params["start"] + params["epochs"]
                 self.chunks["runner_start" if fresh else "runner"] += 1
                 return results

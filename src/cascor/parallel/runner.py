@@ -124,9 +124,12 @@ class BlockRunner:
             shared.update(Ec=Ec, EcT=np.ascontiguousarray(Ec.T))
         self._shared, self._token = shared, token
 
-    def run(self, token: int, blocks: list[dict] | None, params: dict) -> list[dict]:
+    def run(self, token: int, blocks: list[dict] | None, params: dict, message: dict | None = None) -> list[dict]:
         """A chunk's results. ``blocks`` (their state at ``params['start']``) start a new stream;
-        None continues the current one where the last chunk ended."""
+        None continues the current one where the last chunk ended. ``message`` begins round
+        ``token`` first (the round's first chunk carries its inputs)."""
+        if message is not None:
+            self.begin(token, message)
         if token != self._token:
             raise RuntimeError(f"this worker holds the inputs of round {self._token}, not of round {token}")
         if blocks is not None:

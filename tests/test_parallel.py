@@ -54,11 +54,42 @@ def test_processes_backend_identical_to_local(local_results):
     backend = make_backend("processes", workers=2)
     try:
         for name, cfg in (("cov", COV), ("cas2", CAS2)):
-            eng = _train(cfg, backend)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no silent local fallback
+                eng = _train(cfg, backend)
             assert eng.state.network.n_hidden >= 1
             assert _content(eng) == local_results[name]
+        assert backend.chunks["runner"] > 0 and backend.chunks["runner_start"] > 0
+        assert backend.chunks["local"] == 0
+        workers = [w.proc for w in backend._runners]
+        assert len(workers) == 2 and all(p.poll() is None for p in workers)
     finally:
         backend.close()
+    assert all(p.wait(timeout=10) == 0 for p in workers)  # closed, not killed
+
+
+def test_processes_worker_killed_mid_round(local_results):
+    backend = make_backend("processes", workers=2)
+    killed = []
+
+    def kill_a_worker(engine, event):
+        if event == "candidates" and not killed:
+            victim = backend._runners[1].proc
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            killed.append(victim)
+
+    try:
+        with pytest.warns(RuntimeWarning, match="in-process"):
+            eng = _train(COV, backend, callbacks=[kill_a_worker])
+        assert killed and killed[0].returncode == -signal.SIGKILL
+        assert backend.chunks["local"] > 0
+        # Later rounds started new workers.
+        assert backend._runners and killed[0] not in [w.proc for w in backend._runners]
+        assert backend.chunks["runner_start"] > 1
+    finally:
+        backend.close()
+    assert _content(eng) == local_results["cov"]
 
 
 def test_dask_local_cluster_identical_to_local(local_results):

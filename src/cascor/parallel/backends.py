@@ -1,21 +1,26 @@
 """Where candidate blocks are computed: in-process, in local worker processes, or on Dask.
 
-Every backend runs the same pure task (:func:`cascor.parallel.work.advance_block`) on the same
-blocks, so the trained network is bit-identical whatever the backend, the worker count or the
-order in which tasks finish. A distributed round that fails (worker killed, scheduler gone)
-is retried by Dask, then recomputed locally with a warning: same inputs, same result.
+Every backend runs the same computation (:mod:`cascor.parallel.work`) on the same blocks, so
+the trained network is bit-identical whatever the backend, the worker count or the order in
+which workers answer. Worker processes and Dask workers each hold a
+:class:`~cascor.parallel.runner.BlockRunner` that keeps a round's inputs and computes the
+round ahead of the driver. A failed chunk is retried as Dask tasks (Dask only), then
+recomputed in-process with a warning: same inputs, same result.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 import warnings
 from collections import Counter
 
 from ..errors import ConfigError
 from .runner import BlockRunner
-from .work import advance_blocks, save_shared
+from .work import advance_blocks
 
 BACKENDS = ("local", "processes", "dask", "auto")
 # Distribute a round only when its work clearly pays for task overhead (performance.md: engines
@@ -41,19 +46,27 @@ class LocalBackend:
 
 
 class _Distributed(LocalBackend):
-    # Minimum epochs per task. The engine extends a chunk to every epoch the patience rule cannot
-    # stop at (>= input_patience + 1), so nothing is computed past a stop and wasted.
+    """A backend whose workers each hold a runner (one group of contiguous blocks per worker).
+
+    Subclasses say how runners start (:meth:`_start_runners`), how a call reaches them
+    (:meth:`_call`) and what happens when they fail (:meth:`_fallback`).
+    """
+
+    # Minimum epochs per chunk. The engine extends a chunk to every epoch the patience rule cannot
+    # stop at (>= input_patience + 1); runners compute further ahead on their own.
     chunk_epochs = 1
     forced = True
+    stall_timeout = 300.0  # seconds without an answer before giving up on a worker
 
-    @property
-    def chunks(self) -> Counter:
-        """How many chunks ran where: 'runner' (a Dask runner continuing its stream),
-        'runner_start' (a stream started), 'tasks', 'local' (in-process fallback). Diagnostics:
-        which path a run took costs time, never results."""
-        if "_chunks" not in self.__dict__:
-            self._chunks = Counter()
-        return self._chunks
+    def _init_runners(self) -> None:
+        self._runners: list = []  # one per worker; started lazily, dropped on any failure
+        self._held: list = []  # per runner: the (values key, columns) of the inputs it holds
+        self._rounds = 0
+        self._handle = None  # the round in progress
+        self.chunks = Counter()
+        """How many chunks ran where: 'runner' (a runner continuing its stream), 'runner_start'
+        (a stream started), 'tasks' (Dask tasks), 'local' (in-process fallback). Diagnostics:
+        the path a run took costs time, never results."""
 
     def distributes(self, n_patterns, pool_size, fan_in, n_blocks) -> bool:
         if n_blocks < 2:
@@ -61,10 +74,35 @@ class _Distributed(LocalBackend):
         return self.forced or n_patterns * pool_size * fan_in >= AUTO_MIN_WORK
 
     def begin_round(self, shared: dict):
-        return shared
+        self._rounds += 1
+        handle = {"token": self._rounds, "local": shared, "runners": [], "begin": None, "stream": None,
+                  "future": None, "error": None}
+        self._handle = handle
+        if self._usable():
+            try:
+                if not self._runners:
+                    self._runners = self._start_runners()
+                    self._held = [None] * len(self._runners)
+                # The inputs travel with the round's first chunk: one call per runner, not two.
+                handle["begin"] = [self._message(shared, held) for held in self._held]
+                handle["runners"] = list(self._runners)
+            except Exception as exc:
+                handle["error"] = f"{type(exc).__name__}: {exc}"
+                self._drop_runners()  # this round runs without them; the next one starts new ones
+        return handle
 
-    def end_round(self, handle) -> None:
-        pass
+    @staticmethod
+    def _message(shared: dict, held) -> dict:
+        """What a runner holding inputs ``held`` needs for this round: the residuals (not their
+        transposes) and, of the inputs, only the columns added since (one per installed unit)."""
+        key = tuple(shared["X_key"])
+        msg = {k: shared[k] for k in ("kind", "Ec", "R", "rr") if k in shared}
+        msg["X_key"] = key
+        if held is None or held[0] != key[0] or held[1] > key[1]:
+            msg["X"] = shared["X"]
+        elif held[1] < key[1]:
+            msg["X_tail"] = shared["X"][:, held[1]:]
+        return msg
 
     def run_blocks(self, handle, blocks: list[dict], params: dict) -> list[dict]:
         if not self._usable():
@@ -72,21 +110,71 @@ class _Distributed(LocalBackend):
                 self._warned = True
                 warnings.warn(f"cascor: the {self.name} backend is unreachable; recomputing candidate rounds "
                               "in-process from now on (results are identical)", RuntimeWarning, stacklevel=2)
-            self.chunks["local"] += 1
-            return advance_blocks(self._local_shared(handle), blocks, params)
+            return self._in_process(handle, blocks, params)
         try:
-            return self._run(handle, blocks, params)
+            if handle["runners"]:
+                try:
+                    return self._runner_chunk(handle, blocks, params)
+                except Exception as exc:
+                    handle["error"] = f"{type(exc).__name__}: {exc}"
+                    self._end_runners(handle)
+                    handle["runners"] = []
+                    self._drop_runners()
+                    if not self._usable():
+                        raise
+            return self._fallback(handle, blocks, params)
         except Exception as exc:  # the engine's answer to any remote failure: recompute here
             warnings.warn(f"cascor: the {self.name} backend failed this round ({type(exc).__name__}: {exc}); "
                           "recomputing it in-process (results are identical)", RuntimeWarning, stacklevel=2)
-            self.chunks["local"] += 1
-            return advance_blocks(self._local_shared(handle), blocks, params)
+            return self._in_process(handle, blocks, params)
+
+    def _runner_chunk(self, handle, blocks, params) -> list[dict]:
+        runners = handle["runners"]
+        # Runners compute ahead from where their stream started; blocks are sent only to
+        # (re)start it, e.g. after epochs computed elsewhere.
+        fresh = handle["stream"] != params["start"]
+        handle["stream"] = None
+        begin = handle["begin"] or [None] * len(runners)
+        groups = self._groups(blocks, len(runners))
+        calls = [(handle["token"], g if fresh else None, params, m) for g, m in zip(groups, begin)]
+        results = [res for group in self._call(runners[:len(calls)], "run", calls) for res in group]
+        if handle["begin"]:
+            handle["begin"] = None
+            self._held[:len(calls)] = [tuple(handle["local"]["X_key"])] * len(calls)
+        handle["stream"] = params["start"] + params["epochs"]
+        self.chunks["runner_start" if fresh else "runner"] += 1
+        return results
+
+    def _in_process(self, handle, blocks, params) -> list[dict]:
+        self.chunks["local"] += 1
+        return advance_blocks(handle["local"], blocks, params)
+
+    def _fallback(self, handle, blocks, params) -> list[dict]:
+        """A chunk without runners (they failed this round): in-process with a warning, unless
+        the backend has another way (Dask: tasks)."""
+        raise RuntimeError(handle["error"] or "its workers did not start")
+
+    def end_round(self, handle) -> None:
+        self._end_runners(handle)
+
+    def _end_runners(self, handle, wait: bool = False) -> None:
+        """Stop the runners' streams and free their residuals; the inputs stay for the next round."""
+        if handle["runners"] and self._usable():
+            try:
+                self._call(handle["runners"], "end", [(handle["token"],)] * len(handle["runners"]), wait=wait)
+            except Exception:
+                pass  # a runner whose worker is gone is gone
+
+    def _drop_runners(self) -> None:
+        self._runners, self._held = [], []
 
     def _usable(self) -> bool:
         return True
 
-    def _local_shared(self, handle):
-        return handle
+    def _check_stall(self, last_progress: float, stall_timeout: float | None = None) -> None:
+        limit = self.stall_timeout if stall_timeout is None else stall_timeout
+        if time.monotonic() - last_progress > limit:
+            raise RuntimeError(f"no worker answered for {limit:.0f} s")
 
     def _groups(self, blocks: list, workers: int | None = None) -> list[list]:
         """Contiguous groups of blocks, one per worker (the order of results is the block order)."""
@@ -94,44 +182,105 @@ class _Distributed(LocalBackend):
         size = -(-len(blocks) // n)
         return [blocks[i:i + size] for i in range(0, len(blocks), size)]
 
+    def close(self) -> None:
+        if self._handle is not None:
+            self._end_runners(self._handle, wait=True)  # streams stop before their workers do
+        self._drop_runners()
+
 
 class ProcessBackend(_Distributed):
-    """Blocks split across local worker processes (joblib's loky executor; one machine, no cluster)."""
+    """Blocks split across worker processes on this machine (no cluster).
+
+    Each worker is ``python -m cascor.parallel.procworker`` (started for the first round that
+    distributes; nothing of the user's script is re-imported in it) holding a runner, like a
+    Dask worker. A worker that dies costs the rest of its round (recomputed in-process with a
+    warning); the next round starts new workers.
+    """
 
     name = "processes"
 
     def __init__(self, workers: int | None = None, forced: bool = True):
-        from joblib.externals.loky import get_reusable_executor
-
         self.workers = workers or os.cpu_count() or 2
         self.forced = forced
-        self._executor = get_reusable_executor(max_workers=self.workers, initializer=_one_thread)
+        self._init_runners()
 
-    def begin_round(self, shared: dict):
-        import tempfile
+    def _start_runners(self) -> list:
+        started = []
+        try:
+            for _ in range(self.workers):
+                started.append(_WorkerProcess())
+        except Exception:
+            for w in started:
+                w.close()
+            raise
+        return started
 
-        tmp = tempfile.TemporaryDirectory(prefix="cascor-round-")
-        return {"dir": tmp, "path": save_shared(shared, tmp.name), "local": shared}
+    def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
+        for r, a in zip(runners, args):
+            r.send(method, a)
+        if not wait:
+            return []  # each worker's answer is read before its next request
+        return [r.receive(30 if method == "end" else self.stall_timeout) for r in runners]
 
-    def end_round(self, handle) -> None:
-        handle["dir"].cleanup()
-
-    def _local_shared(self, handle):
-        return handle["local"]
-
-    def _run(self, handle, blocks, params):
-        futures = [self._executor.submit(advance_blocks, handle["path"], g, params) for g in self._groups(blocks)]
-        self.chunks["tasks"] += 1
-        return [r for f in futures for r in f.result()]
+    def _drop_runners(self) -> None:
+        for r in self._runners:
+            r.close()
+        super()._drop_runners()
 
     def settings(self) -> dict:
         return {"name": "auto" if not self.forced else self.name, "workers": self.workers, "scheduler": None}
 
 
-def _one_thread() -> None:
-    import torch
+class _WorkerProcess:
+    """One ``cascor.parallel.procworker`` child and the private socket to it."""
 
-    torch.set_num_threads(1)
+    def __init__(self):
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        # One BLAS/OpenMP thread per worker: the workers are the parallelism.
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        with theirs:
+            self.proc = subprocess.Popen([sys.executable, "-m", "cascor.parallel.procworker", str(theirs.fileno())],
+                                         pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+        self.conn = Connection(ours.detach())
+        self._pending = 0  # "end" requests are answered; their answers are read before the next call's
+
+    def send(self, method: str, args: tuple) -> None:
+        while self._pending:
+            self._read(30)
+        try:
+            self.conn.send((method, args))
+        except OSError as exc:
+            raise RuntimeError(f"worker process {self.proc.pid} went away ({exc!r})") from None
+        self._pending += 1
+
+    def receive(self, stall_timeout: float):
+        return self._read(stall_timeout)
+
+    def _read(self, stall_timeout: float):
+        deadline = time.monotonic() + stall_timeout
+        while not self.conn.poll(0.5):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker process {self.proc.pid} exited with code {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker process {self.proc.pid} did not answer for {stall_timeout:.0f} s")
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"worker process {self.proc.pid} went away ({exc!r})") from None
+        self._pending -= 1
+        if status != "ok":
+            raise RuntimeError(f"worker process {self.proc.pid}: {value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            self.conn.close()  # the worker reads EOF and exits
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class DaskBackend(_Distributed):
@@ -159,10 +308,7 @@ class DaskBackend(_Distributed):
         self.retries = retries
         self.stall_timeout = stall_timeout  # seconds without any task finishing before giving up on the cluster
         self._cluster = None
-        self._runners: list = []  # actor proxies, one per worker; started lazily, dropped on any failure
-        self._held: list = []  # per runner: the (values key, columns) of the inputs it holds
-        self._rounds = 0
-        self._handle = None  # the round in progress
+        self._init_runners()
         if scheduler:
             self._client = Client(scheduler, security=security, timeout="30s")
             self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
@@ -188,35 +334,6 @@ class DaskBackend(_Distributed):
         """False once the scheduler is gone: later rounds run in-process without waiting on it."""
         return self._client.status == "running"
 
-    def begin_round(self, shared: dict):
-        self._rounds += 1
-        handle = {"token": self._rounds, "local": shared, "runners": [], "future": None, "begin": None}
-        self._handle = handle
-        if self._usable():
-            try:
-                if not self._runners:
-                    self._runners = self._start_runners()
-                    self._held = [None] * len(self._runners)
-                # The inputs travel with the round's first chunk: one call per runner, not two.
-                handle["begin"] = [self._message(shared, held) for held in self._held]
-                handle["runners"] = list(self._runners)
-            except Exception:
-                self._runners = []  # this round runs as tasks; the next one starts new runners
-        return handle
-
-    @staticmethod
-    def _message(shared: dict, held) -> dict:
-        """What a runner holding inputs ``held`` needs for this round: the residuals (not their
-        transposes) and, of the inputs, only the columns added since (one per installed unit)."""
-        key = tuple(shared["X_key"])
-        msg = {k: shared[k] for k in ("kind", "Ec", "R", "rr") if k in shared}
-        msg["X_key"] = key
-        if held is None or held[0] != key[0] or held[1] > key[1]:
-            msg["X"] = shared["X"]
-        elif held[1] < key[1]:
-            msg["X_tail"] = shared["X"][:, held[1]:]
-        return msg
-
     def _start_runners(self) -> list:
         """One runner actor on each of (up to ``workers``) workers alive now."""
         from distributed import wait
@@ -227,46 +344,9 @@ class DaskBackend(_Distributed):
         wait(futures, timeout=60)
         return [f.result() for f in futures]
 
-    def _run(self, handle, blocks, params):
-        runners = handle["runners"]
-        if runners:
-            # Runners compute ahead from where their stream started; blocks are sent only to
-            # (re)start it, e.g. after epochs computed elsewhere.
-            fresh = handle.get("stream") != params["start"]
-            handle["stream"] = None
-            begin = handle["begin"] or [None] * len(runners)
-            try:
-                groups = self._groups(blocks, len(runners))
-                calls = [r.run(handle["token"], g if fresh else None, params, m)
-                         for r, g, m in zip(runners, groups, begin)]
-                results = [res for group in self._collect(calls) for res in group]
-                if handle["begin"]:
-                    handle["begin"] = None
-                    self._held = [tuple(handle["local"]["X_key"])] * len(runners)
-                handle["stream"] = params["start"] + params["epochs"]
-                self.chunks["runner_start" if fresh else "runner"] += 1
-                return results
-            except Exception:
-                self._end_runners(handle)
-                if not self._usable():
-                    raise
-                handle["runners"] = self._runners = []  # a worker died: tasks from here; new runners next round
-        return self._tasks(handle, blocks, params)
-
-    def _end_runners(self, handle, wait: bool = False) -> None:
-        """Stop the runners' streams. Nothing waits unless asked: a runner whose worker is gone is gone."""
-        if handle["runners"] and self._usable():
-            calls = []
-            for r in handle["runners"]:
-                try:
-                    calls.append(r.end(handle["token"]))
-                except Exception:
-                    pass  # Dask already knows the runner's worker is gone
-            if wait:
-                try:
-                    self._collect(calls, stall_timeout=30)
-                except Exception:
-                    pass
+    def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
+        calls = [getattr(r, method)(*a) for r, a in zip(runners, args)]
+        return self._collect(calls, 30 if method == "end" else None) if wait or method != "end" else []
 
     def _collect(self, calls: list, stall_timeout: float | None = None) -> list:
         """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""
@@ -284,11 +364,9 @@ class DaskBackend(_Distributed):
     def _check_alive(self, last_progress: float, stall_timeout: float | None = None) -> None:
         if not self._usable():
             raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
-        limit = self.stall_timeout if stall_timeout is None else stall_timeout
-        if time.monotonic() - last_progress > limit:
-            raise RuntimeError(f"no Dask task finished for {limit:.0f} s")
+        self._check_stall(last_progress, stall_timeout)
 
-    def _tasks(self, handle, blocks, params):
+    def _fallback(self, handle, blocks, params):
         """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once."""
         for attempt in range(2):
             if handle["future"] is None:
@@ -329,21 +407,16 @@ class DaskBackend(_Distributed):
         self.chunks["tasks"] += 1
         return results
 
-    def _local_shared(self, handle):
-        return handle["local"]
-
     def end_round(self, handle) -> None:
         self._end_runners(handle)
-        if handle.get("future") is not None:
+        if handle["future"] is not None:
             try:
                 handle["future"].release()
             except Exception:
                 pass
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._end_runners(self._handle, wait=True)  # streams stop before their workers do
-        self._runners = []
+        super().close()
         try:
             self._client.close(timeout=10)
         except Exception:

@@ -145,6 +145,10 @@ class BlockRunner:
             self._halt()
             self._token = self._shared = None
 
+    def close(self) -> None:
+        """Stop computing ahead (before the process exits: a thread killed mid-epoch aborts torch)."""
+        self._halt()
+
     def _halt(self) -> None:
         if self._stream is not None:
             self._stream.stop()

@@ -81,43 +81,5 @@ def advance_block(shared: dict, block: dict, params: dict, scratch: Scratch | No
 
 def advance_blocks(shared, blocks: list[dict], params: dict) -> list[dict]:
     """Several blocks in one task (one task per worker per chunk keeps task overhead low)."""
-    if isinstance(shared, str):
-        shared = load_shared(shared)
     scratch = Scratch(max(len(b["plan"]) for b in blocks), shared["X"].shape[0]) if blocks else None
     return [advance_block(shared, b, params, scratch) for b in blocks]
-
-
-_CACHE: dict[str, dict] = {}
-
-
-def save_shared(shared: dict, directory: str) -> str:
-    """Write a round's shared inputs once (``.npy`` files + JSON scalars) for worker processes."""
-    import json
-    import os
-
-    scalars = {}
-    for k, v in shared.items():
-        if isinstance(v, np.ndarray):
-            np.save(os.path.join(directory, f"{k}.npy"), v)
-        else:
-            scalars[k] = v
-    with open(os.path.join(directory, "scalars.json"), "w") as fh:
-        json.dump(scalars, fh)
-    return directory
-
-
-def load_shared(directory: str) -> dict:
-    """Load a round's inputs, once per worker process and round."""
-    import json
-    import os
-
-    if directory not in _CACHE:
-        _CACHE.clear()
-        with open(os.path.join(directory, "scalars.json")) as fh:
-            shared = json.load(fh)
-        for name in os.listdir(directory):
-            if name.endswith(".npy"):
-                shared[name[:-4]] = np.load(os.path.join(directory, name), allow_pickle=False)
-        _CACHE[directory] = shared
-    return _CACHE[directory]
-

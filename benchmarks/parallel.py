@@ -68,7 +68,7 @@ def rounds(state_dict, X, Y, backend, n=4):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=6)
     ap.add_argument("--skip-dask", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -78,14 +78,19 @@ def main():
         print(f"{'pool':>5} {'block':>5} {'round':>14} | " + " | ".join(f"{n:>18}" for n in names))
         for pool, block, patience in ((32, 16, 0), (128, 32, 0), (128, 32, 8)):
             sd, X, Y = synthetic_state(pool, block, patience)
-            times, weights = {}, {}
+            runs = {n: [] for n in names}
             for n in names:
                 rounds(sd, X, Y, backends[n], 1)  # warm-up: worker start, imports, caches
-                runs = [rounds(sd, X, Y, backends[n]) for _ in range(args.repeat)]
-                times[n] = statistics.median(r[0] for r in runs)
-                weights[n] = runs[0][1]
+            # Interleaved, the order rotating every repetition: this 2-core VM drifts by ~10% over
+            # minutes, so each backend is compared with the local run next to it.
+            for rep in range(args.repeat):
+                for n in names[rep % len(names):] + names[:rep % len(names)]:
+                    runs[n].append(rounds(sd, X, Y, backends[n]))
+            times = {n: statistics.median(r[0] for r in runs[n]) for n in names}
+            ratio = {n: statistics.median(a[0] / b[0] for a, b in zip(runs["local"], runs[n])) for n in names}
+            weights = {n: runs[n][0][1] for n in names}
             same = all(torch.equal(weights[n], weights["local"]) for n in names)
-            cells = [f"{times[n]:7.3f} s ({times['local'] / times[n]:4.2f}x)" for n in names]
+            cells = [f"{times[n]:7.3f} s ({ratio[n]:4.2f}x)" for n in names]
             kind = "30 epochs" if patience == 0 else f"patience {patience}"
             print(f"{pool:>5} {block:>5} {kind:>14} | " + " | ".join(f"{c:>18}" for c in cells) + f"   identical: {same}")
     finally:

@@ -268,3 +268,39 @@ def test_cli_dask_run_resumes_on_local_backend_identically(tmp_path):
 
     report = diff_snapshots(str(tmp_path / "local" / "final.h5"), str(tmp_path / "dask" / "final.h5"))
     assert report["identical"], report["lines"]
+
+
+_ORPHAN_CHILD = """
+import sys, time
+import numpy as np
+from cascor import trainer
+from cascor.config import preset
+from cascor.parallel import make_backend
+rng = np.random.default_rng(0)
+X = rng.normal(size=(1500, 6)).astype(np.float32)
+Y = np.tanh(X[:, :2]).astype(np.float32) * 0.4
+backend = make_backend("processes", workers=2)
+cfg = preset("cascor1c").replace(seed=3, pool_size=32, candidate_block=8, max_units=50, score_threshold=0.001,
+                                 input_epochs=100000, input_patience=0)
+eng = trainer.start(cfg, X, Y, backend=backend)
+while not backend._runners:
+    eng.step(5)  # chunks of 5 epochs: the runners compute the rest of the 100,000 ahead
+print(" ".join(str(w.proc.pid) for w in backend._runners), flush=True)
+time.sleep(600)
+"""
+
+
+def test_processes_workers_exit_when_the_training_process_is_killed():
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in child.stdout.readline().split()]
+        assert len(pids) == 2
+        workers = [psutil.Process(p) for p in pids]
+        assert all(w.is_running() for w in workers)
+    finally:
+        child.kill()
+        child.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, f"orphaned workers: {alive}"

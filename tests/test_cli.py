@@ -101,21 +101,29 @@ def test_stop_after_then_train_resume_flag_continues(tmp_path, run_dir):
     assert rest["epochs"] == full["epochs"] and rest["hidden_units"] == full["hidden_units"]
 
 
-def test_sigterm_finishes_epoch_saves_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("how, backend", [("SIGTERM to the trainer", "local"), ("Ctrl-C", "local"),
+                                          ("Ctrl-C", "processes")])
+def test_signal_finishes_epoch_saves_and_exits_cleanly(tmp_path, how, backend):
     out = tmp_path / "run"
     # A regression fitted to an unreachable error index: it runs far beyond its first checkpoint.
+    # Its own session, so that "Ctrl-C" can signal the whole group as a terminal does: the
+    # trainer, its snapshot writer and its worker processes.
     proc = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "diabetes", "--set", "max_units=200",
                              "--set", "input_epochs=1000", "--set", "output_epochs=1000", "--set", "input_patience=0",
                              "--set", "output_patience=0", "--set", "error_index_threshold=1e-6",
-                             "--out", str(out), "--json", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--backend", backend, "--workers", "2", "--out", str(out), "--json", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60
     while not (out / "latest.h5").exists() and time.time() < deadline:
         time.sleep(0.1)
     assert (out / "latest.h5").exists(), "no checkpoint reached the disk while the run was going"
-    proc.send_signal(signal.SIGTERM)
+    if how == "Ctrl-C":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
+    assert "Warning" not in stderr and "error" not in stderr, stderr  # no worker or writer was lost
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert not summary["finished"]
     assert cascor("snapshot", "verify", str(out / "latest.h5")).returncode == 0

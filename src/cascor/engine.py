@@ -106,6 +106,8 @@ class Engine:
         self._target_std = std if std > 0 else 1.0
         self._cand_inputs: tuple | None = None
 
+    MAX_CHUNK_EPOCHS = 64  # epochs one distributed step may run at most (see _chunk_length)
+
     # -- public -----------------------------------------------------------------------
     def step(self, limit: int | None = None) -> str:
         """Advance to the next epoch boundary; returns what happened: 'output', 'candidates',
@@ -242,11 +244,14 @@ class Engine:
         cfg, ph = self.state.config, self.state.phase
         size = getattr(self.backend, "chunk_epochs", 1)
         if cfg.input_patience == 0:
-            return cfg.input_epochs - ph.updates + (1 if measuring else 0)
-        # A stop at training epoch j needs j >= quit, and quit only moves to (i + patience) for
-        # some future i >= updates: so no epoch before min(quit, updates + patience) can stop.
-        free = min(ph.quit, ph.updates + cfg.input_patience) - ph.updates + 1 + (1 if measuring else 0)
-        return max(size, free)
+            free = cfg.input_epochs - ph.updates + (1 if measuring else 0)
+        else:
+            # A stop at training epoch j needs j >= quit, and quit only moves to (i + patience) for
+            # some future i >= updates: so no epoch before min(quit, updates + patience) can stop.
+            free = min(ph.quit, ph.updates + cfg.input_patience) - ph.updates + 1 + (1 if measuring else 0)
+        # A step is where Ctrl-C, a callback or a checkpoint can act: never hold them for a whole
+        # long round (runners compute ahead regardless, so short chunks cost ~1 ms each).
+        return min(max(size, free), self.MAX_CHUNK_EPOCHS)
 
     def _after_candidate_epoch(self, measuring: bool) -> bool:
         """Count the epoch and apply TRAIN_INPUTS' patience rule; True when the round is over."""

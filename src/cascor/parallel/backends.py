@@ -10,10 +10,13 @@ recomputed in-process with a warning: same inputs, same result.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -241,8 +244,11 @@ class _WorkerProcess:
         # One BLAS/OpenMP thread per worker: the workers are the parallelism.
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         with theirs:
+            # Its own session: Ctrl-C in a terminal must reach only the trainer (which finishes
+            # the epoch and saves); the worker ends when the trainer closes the socket or dies.
             self.proc = subprocess.Popen([sys.executable, "-m", "cascor.parallel.procworker", str(theirs.fileno())],
-                                         pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+                                         pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         self.conn = Connection(ours.detach())
         self._pending = 0  # "end" requests are answered; their answers are read before the next call's
 
@@ -309,6 +315,10 @@ class DaskBackend(_Distributed):
         self.stall_timeout = stall_timeout  # seconds without any task finishing before giving up on the cluster
         self._cluster = None
         self._init_runners()
+        # A cluster without workers (all killed) is given up after this many seconds -- not after
+        # stall_timeout, which is for workers that are there but slow.
+        self.no_worker_timeout = 30.0
+        self._workerless_since = None
         if scheduler:
             self._client = Client(scheduler, security=security, timeout="30s")
             self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
@@ -325,7 +335,7 @@ class DaskBackend(_Distributed):
             # (measured: at most a few % on 2 cores, within noise; kept as it costs nothing).
             quiet = {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False,
                      "distributed.admin.tick.interval": "500ms"}
-            with dask.config.set(quiet):
+            with dask.config.set(quiet), _terminal_interrupts_ignored():
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                              host="127.0.0.1", dashboard_address=None)
             self._client = Client(self._cluster)
@@ -362,8 +372,19 @@ class DaskBackend(_Distributed):
         return results
 
     def _check_alive(self, last_progress: float, stall_timeout: float | None = None) -> None:
+        """Called while a wait goes on (every second): raise when nothing can finish it."""
         if not self._usable():
             raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+        try:
+            workers = len(self._client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:
+            workers = None
+        if workers == 0:
+            self._workerless_since = self._workerless_since or time.monotonic()
+            if time.monotonic() - self._workerless_since > self.no_worker_timeout:
+                raise RuntimeError(f"the Dask cluster has had no workers for {self.no_worker_timeout:.0f} s")
+        else:
+            self._workerless_since = None
         self._check_stall(last_progress, stall_timeout)
 
     def _fallback(self, handle, blocks, params):
@@ -424,6 +445,21 @@ class DaskBackend(_Distributed):
         finally:
             if self._cluster is not None:
                 self._cluster.close()
+
+
+@contextlib.contextmanager
+def _terminal_interrupts_ignored():
+    """Child processes started inside inherit SIGINT ignored (across exec too): Ctrl-C in a
+    terminal signals the whole foreground group, and must reach only the trainer, which then
+    finishes its epoch and saves -- not kill the workers that epoch needs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def make_backend(name: str = "local", workers: int | None = None, scheduler: str | None = None, security=None):

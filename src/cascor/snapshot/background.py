@@ -175,8 +175,10 @@ class BackgroundWriter:
 
     def __init__(self):
         # Unbuffered: select() on the pipe must see every byte not yet read (no read-ahead).
+        # Its own session: Ctrl-C in a terminal (SIGINT to the whole foreground group) must reach
+        # only the trainer, which then saves through this helper; the helper ends at EOF.
         self._proc = subprocess.Popen([sys.executable, "-m", "cascor.snapshot.background"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, close_fds=True, bufsize=0)
+                                      stdout=subprocess.PIPE, close_fds=True, bufsize=0, start_new_session=True)
         _widen(self._proc.stdin.fileno())
         self._poll = select.poll()  # registered once: a save only pays one poll(0) call
         self._poll.register(self._proc.stdout.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)

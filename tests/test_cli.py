@@ -102,7 +102,8 @@ def test_stop_after_then_train_resume_flag_continues(tmp_path, run_dir):
 
 
 @pytest.mark.parametrize("how, backend", [("SIGTERM to the trainer", "local"), ("Ctrl-C", "local"),
-                                          ("Ctrl-C", "processes")])
+                                          ("Ctrl-C", "processes"),
+                                          pytest.param("Ctrl-C", "dask", marks=pytest.mark.distributed)])
 def test_signal_finishes_epoch_saves_and_exits_cleanly(tmp_path, how, backend):
     out = tmp_path / "run"
     # A regression fitted to an unreachable error index: it runs far beyond its first checkpoint.
@@ -111,6 +112,7 @@ def test_signal_finishes_epoch_saves_and_exits_cleanly(tmp_path, how, backend):
     proc = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "diabetes", "--set", "max_units=200",
                              "--set", "input_epochs=1000", "--set", "output_epochs=1000", "--set", "input_patience=0",
                              "--set", "output_patience=0", "--set", "error_index_threshold=1e-6",
+                             "--set", "candidate_block=4",  # several blocks: the workers get some
                              "--backend", backend, "--workers", "2", "--out", str(out), "--json", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60

@@ -182,6 +182,34 @@ def test_real_topology_with_a_worker_killed_mid_round(dask_cluster, local_result
     assert _content(eng) == local_results["cov"]
 
 
+def test_every_worker_killed_falls_back_locally_soon(dask_cluster, local_results):
+    address, procs = dask_cluster
+    backend = DaskBackend(scheduler=address)
+    backend.no_worker_timeout = 2.0  # instead of 30 s
+    killed = []
+
+    def kill_all_workers(engine, event):
+        if event == "candidates" and not killed:
+            for p in procs[1:]:
+                p.send_signal(signal.SIGKILL)
+                p.wait(timeout=10)
+            killed.append(True)
+
+    try:
+        t0 = time.monotonic()
+        with pytest.warns(RuntimeWarning) as caught:
+            eng = _train(COV, backend, callbacks=[kill_all_workers])
+        assert time.monotonic() - t0 < 60
+        # The round in flight waited 2 s for a worker; later rounds did not wait.
+        messages = {str(w.message) for w in caught}
+        assert any("no workers for 2 s" in m for m in messages)
+        assert all("no workers" in m for m in messages), messages
+    finally:
+        backend.close()
+    assert killed and backend.chunks["local"] > 0
+    assert _content(eng) == local_results["cov"]
+
+
 def test_scheduler_gone_falls_back_locally_with_a_warning(dask_cluster, local_results):
     address, procs = dask_cluster
     backend = DaskBackend(scheduler=address)

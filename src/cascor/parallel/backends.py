@@ -91,6 +91,7 @@ class _Distributed(LocalBackend):
                 handle["runners"] = list(self._runners)
             except Exception as exc:
                 handle["error"] = f"{type(exc).__name__}: {exc}"
+                handle["no_workers"] = isinstance(exc, _NoWorkers)
                 self._drop_runners()  # this round runs without them; the next one starts new ones
         return handle
 
@@ -349,6 +350,8 @@ class DaskBackend(_Distributed):
         from distributed import wait
 
         addresses = sorted(self._client.scheduler_info(n_workers=-1)["workers"])[:self.workers]
+        if not addresses:
+            raise _NoWorkers("the Dask cluster has no workers")
         futures = [self._client.submit(BlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
                    for a in addresses]
         wait(futures, timeout=60)
@@ -388,9 +391,22 @@ class DaskBackend(_Distributed):
         self._check_stall(last_progress, stall_timeout)
 
     def _fallback(self, handle, blocks, params):
-        """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once."""
+        """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once.
+        If that fails too, the rest of the round runs in-process (one warning)."""
+        if handle.get("no_workers"):  # at the round's start: in-process now, try again next round
+            raise RuntimeError("the Dask cluster has no workers")
+        if handle.get("tasks_failed"):
+            raise RuntimeError(handle["tasks_failed"])
+        try:
+            return self._tasks(handle, blocks, params)
+        except Exception as exc:
+            handle["tasks_failed"] = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def _tasks(self, handle, blocks, params):
         for attempt in range(2):
             if handle["future"] is None:
+                self._await_workers()
                 handle["future"] = self._share(handle["local"])
             try:
                 return self._attempt(handle, blocks, params)
@@ -398,6 +414,16 @@ class DaskBackend(_Distributed):
                 if attempt or not self._usable():
                     raise
                 handle["future"] = None  # a worker holding the shared inputs died with them: share again
+
+    def _await_workers(self) -> None:
+        """Return once the cluster has a worker; raise after ``no_worker_timeout`` without one."""
+        deadline = time.monotonic() + self.no_worker_timeout
+        while not self._client.scheduler_info(n_workers=-1)["workers"]:
+            if not self._usable():
+                raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Dask cluster has had no workers for {self.no_worker_timeout:.0f} s")
+            time.sleep(0.25)
 
     def _share(self, shared: dict):
         try:
@@ -445,6 +471,10 @@ class DaskBackend(_Distributed):
         finally:
             if self._cluster is not None:
                 self._cluster.close()
+
+
+class _NoWorkers(RuntimeError):
+    pass
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ not), as a run does: the first round of an engine sends the inputs whole, later 
 the new unit's column. Every backend must install the same units (checked). Also: the auto
 policy on two-spirals.
 
-    python benchmarks/parallel.py [--workers 2] [--skip-dask]
+    python benchmarks/parallel.py [--workers 2] [--repeat 6] [--backends processes,dask] [--skip-auto]
 """
 
 import argparse
@@ -69,10 +69,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=6)
-    ap.add_argument("--skip-dask", action="store_true")
+    ap.add_argument("--backends", default="processes,dask", help="compared with local, comma-separated")
+    ap.add_argument("--skip-auto", action="store_true", help="skip the two-spirals auto-policy check")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    names = ["local", "processes"] + ([] if args.skip_dask else ["dask"])
+    names = ["local"] + [n for n in args.backends.split(",") if n]
     backends = {n: make_backend(n, workers=args.workers) for n in names}
     try:
         print(f"{'pool':>5} {'block':>5} {'round':>14} | " + " | ".join(f"{n:>18}" for n in names))
@@ -97,6 +98,8 @@ def main():
         for b in backends.values():
             b.close()
 
+    if args.skip_auto:
+        return
     ds = two_spirals()
     Ys = encode_targets(ds.y, ds.classes, -0.5, 0.5)
     auto = make_backend("auto", workers=args.workers)

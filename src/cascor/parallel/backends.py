@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -362,8 +363,11 @@ class DaskBackend(_Distributed):
         return [f.result() for f in futures]
 
     def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
+        if method == "run":  # results come back as one pickle from our own runner (see run_pickled)
+            calls = [r.run_pickled(*a) for r, a in zip(runners, args)]
+            return [pickle.loads(b) for b in self._collect(calls)]
         calls = [getattr(r, method)(*a) for r, a in zip(runners, args)]
-        return self._collect(calls, 30 if method == "end" else None) if wait or method != "end" else []
+        return self._collect(calls, 30) if wait else []
 
     def _collect(self, calls: list, stall_timeout: float | None = None) -> list:
         """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""

@@ -16,6 +16,7 @@ any failure the driver continues from its own copy (as Dask tasks, or in-process
 
 from __future__ import annotations
 
+import pickle
 import threading
 
 import numpy as np
@@ -141,6 +142,11 @@ class BlockRunner:
         elif self._stream is None:
             raise RuntimeError("no stream to continue on this worker")
         return self._stream.take(params)
+
+    def run_pickled(self, token: int, blocks: list[dict] | None, params: dict, message: dict | None = None) -> bytes:
+        """:meth:`run` with the results as one pickle: Dask then moves one frame instead of
+        one per array (measured: ~0.7 ms less per chunk on a busy 2-core machine)."""
+        return pickle.dumps(self.run(token, blocks, params, message), protocol=pickle.HIGHEST_PROTOCOL)
 
     def end(self, token: int) -> None:
         """The round is over: stop computing ahead, free the residuals (the inputs stay)."""

@@ -1,14 +1,15 @@
-"""A runner of candidate blocks that lives on a Dask worker and computes a round ahead.
+"""A runner of candidate blocks that lives on a worker and computes a round ahead.
 
 Why it exists: with the patience rule, a round reaches the driver in chunks (every epoch the
 rule cannot stop at), and as plain Dask tasks every chunk cost a scheduler round trip (~10 ms
 on a 2-core LocalCluster, ~4 ms of scheduler CPU on the cores the workers compute on) plus
-idle workers while the driver replayed the chunk. A :class:`BlockRunner` is a Dask actor: the
-driver calls it directly (~1.5 ms), it keeps the round's inputs between calls, and it keeps
-computing the round's next epochs while the driver replays -- they are the same epochs
-whatever the driver decides, because a round's epochs depend only on where it started. The
-driver fetches chunks of them; a round that stops wastes only what was computed before the
-end message arrived.
+idle workers while the driver replayed the chunk. A :class:`BlockRunner` sits on each worker
+-- a Dask actor, called directly by the driver (~1.5 ms), or the object behind a ``processes``
+worker's socket (:mod:`cascor.parallel.procworker`). It keeps the inputs between calls and
+rounds, and keeps computing the round's next epochs while the driver replays -- they are the
+same epochs whatever the driver decides, because a round's epochs depend only on where it
+started. The driver fetches chunks of them; a round that stops wastes only what was computed
+before the end message arrived.
 
 Nothing here is needed for the result: every chunk returns the blocks' full state, so after
 any failure the driver continues from its own copy (as Dask tasks, or in-process).

@@ -364,7 +364,7 @@ class DaskBackend(_Distributed):
 
     def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
         if method == "run":  # results come back as one pickle from our own runner (see run_pickled)
-            calls = [r.run_pickled(*a) for r, a in zip(runners, args)]
+            calls = [r.run_pickled(pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)) for r, a in zip(runners, args)]
             return [pickle.loads(b) for b in self._collect(calls)]
         calls = [getattr(r, method)(*a) for r, a in zip(runners, args)]
         return self._collect(calls, 30) if wait else []

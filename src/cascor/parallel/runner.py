@@ -144,10 +144,12 @@ class BlockRunner:
             raise RuntimeError("no stream to continue on this worker")
         return self._stream.take(params)
 
-    def run_pickled(self, token: int, blocks: list[dict] | None, params: dict, message: dict | None = None) -> bytes:
-        """:meth:`run` with the results as one pickle: Dask then moves one frame instead of
-        one per array (measured: ~0.7 ms less per chunk on a busy 2-core machine)."""
-        return pickle.dumps(self.run(token, blocks, params, message), protocol=pickle.HIGHEST_PROTOCOL)
+    def run_pickled(self, request: bytes) -> bytes:
+        """:meth:`run` with its arguments and results as one pickle each: Dask then moves one
+        frame instead of one per array (measured: 5.7-6.0 -> 4.2-4.8 ms per chunk boundary on a
+        busy 2-core machine). No new trust: whoever can call a Dask actor can already run any
+        code on the cluster (Dask unpickles what clients send)."""
+        return pickle.dumps(self.run(*pickle.loads(request)), protocol=pickle.HIGHEST_PROTOCOL)
 
     def end(self, token: int) -> None:
         """The round is over: stop computing ahead, free the residuals (the inputs stay)."""

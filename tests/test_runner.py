@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from cascor.parallel.backends import DaskBackend
+from cascor.parallel import DaskBackend
 from cascor.parallel.runner import BlockRunner
 from cascor.parallel.work import BLOCK_KEYS, advance_blocks
 

@@ -1,5 +1,7 @@
 """Candidate-pool backends: in-process (default), local processes, and Dask."""
 
-from .backends import BACKENDS, DaskBackend, LocalBackend, ProcessBackend, make_backend
+from .backends import BACKENDS, LocalBackend, make_backend
+from .dask_cluster import DaskBackend
+from .processes import ProcessBackend
 
 __all__ = ["BACKENDS", "DaskBackend", "LocalBackend", "ProcessBackend", "make_backend"]

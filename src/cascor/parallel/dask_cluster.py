@@ -1,0 +1,221 @@
+"""The ``dask`` backend: an embedded Dask LocalCluster, or an existing cluster by address."""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import signal
+import threading
+import time
+
+from ..errors import ConfigError
+from .backends import NoWorkers, RunnerBackend
+from .runner import BlockRunner
+from .work import advance_blocks
+
+
+class DaskBackend(RunnerBackend):
+    """Dask distributed: an embedded LocalCluster, or an existing cluster by scheduler address.
+
+    Each round's inputs and residuals go once to every worker, to a :class:`BlockRunner` actor
+    per worker that the driver then calls directly for every chunk of the round (no scheduler
+    task per chunk). When an actor fails (its worker died), the chunk runs as ordinary Dask
+    tasks on inputs scattered (broadcast) once, with Dask's retries; when the cluster is gone,
+    in-process with a warning. TLS addresses and ``security`` (a ``distributed.Security``) pass
+    through; only the address is ever recorded, never credentials.
+    """
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, security=None, retries: int = 2,
+                 stall_timeout: float = 300.0):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("the dask backend needs Dask distributed: pip install 'cascor[dask]'") from None
+        if scheduler and "@" in scheduler:
+            raise ConfigError("put credentials in Dask's security settings, not in the scheduler address")
+        self.scheduler = scheduler
+        self.retries = retries
+        self.stall_timeout = stall_timeout  # seconds without any task finishing before giving up on the cluster
+        self._cluster = None
+        self._init_runners()
+        # A cluster without workers (all killed) is given up after this many seconds -- not after
+        # stall_timeout, which is for workers that are there but slow.
+        self.no_worker_timeout = 30.0
+        self._workerless_since = None
+        if scheduler:
+            self._client = Client(scheduler, security=security, timeout="30s")
+            self.workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if workers is None else workers
+        else:
+            import dask
+
+            self.workers = workers or 2
+            # The nanny's MALLOC_TRIM_THRESHOLD_=65536 makes allocating torch kernels ~2x slower in
+            # workers (performance.md); the embedded cluster keeps the other pre-spawn settings.
+            environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+            environ["MALLOC_TRIM_THRESHOLD_"] = 128 << 20
+            # Workers here share the machine's few cores with the training process, so the
+            # cluster's housekeeping runs less often: no stack sampling profiler (every 10 ms per
+            # worker), memory monitors every 1 s instead of 100 ms (in every worker, and in the
+            # nannies, which live in this process), no work stealing (runners are pinned), a
+            # slower event-loop watchdog and system monitor. Measured idle: this process 16-18
+            # -> 6 ms of CPU per second, each worker ~6.7 -> 2-3 ms/s.
+            quiet = {"distributed.nanny.pre-spawn-environ": environ, "distributed.worker.profile.enabled": False,
+                     "distributed.admin.tick.interval": "500ms", "distributed.worker.memory.monitor-interval": "1s",
+                     "distributed.scheduler.work-stealing": False, "distributed.admin.system-monitor.interval": "2s"}
+            with dask.config.set(quiet), terminal_interrupts_ignored():
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                             host="127.0.0.1", dashboard_address=None)
+            self._client = Client(self._cluster)
+
+    def _usable(self) -> bool:
+        """False once the scheduler is gone: later rounds run in-process without waiting on it."""
+        return self._client.status == "running"
+
+    def _start_runners(self) -> list:
+        """One runner actor on each of (up to ``workers``) workers alive now."""
+        from distributed import wait
+
+        addresses = sorted(self._client.scheduler_info(n_workers=-1)["workers"])[:self.workers]
+        if not addresses:
+            raise NoWorkers("the Dask cluster has no workers")
+        futures = [self._client.submit(BlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
+                   for a in addresses]
+        wait(futures, timeout=60)
+        return [f.result() for f in futures]
+
+    def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
+        if method == "run":  # results come back as one pickle from our own runner (see run_pickled)
+            calls = [r.run_pickled(pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)) for r, a in zip(runners, args)]
+            return [pickle.loads(b) for b in self._collect(calls)]
+        calls = [getattr(r, method)(*a) for r, a in zip(runners, args)]
+        return self._collect(calls, 30) if wait else []
+
+    def _collect(self, calls: list, stall_timeout: float | None = None) -> list:
+        """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""
+        results, last_progress = [], time.monotonic()
+        for call in calls:
+            while True:
+                try:
+                    results.append(call.result(timeout=1.0))
+                    last_progress = time.monotonic()
+                    break
+                except TimeoutError:
+                    self._check_alive(last_progress, stall_timeout)
+        return results
+
+    def _check_alive(self, last_progress: float, stall_timeout: float | None = None) -> None:
+        """Called while a wait goes on (every second): raise when nothing can finish it."""
+        if not self._usable():
+            raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+        try:
+            workers = len(self._client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:
+            workers = None
+        if workers == 0:
+            self._workerless_since = self._workerless_since or time.monotonic()
+            if time.monotonic() - self._workerless_since > self.no_worker_timeout:
+                raise RuntimeError(f"the Dask cluster has had no workers for {self.no_worker_timeout:.0f} s")
+        else:
+            self._workerless_since = None
+        self._check_stall(last_progress, stall_timeout)
+
+    def _fallback(self, handle, blocks, params):
+        """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once.
+        If that fails too, the rest of the round runs in-process (one warning)."""
+        if handle.get("no_workers"):  # at the round's start: in-process now, try again next round
+            raise RuntimeError("the Dask cluster has no workers")
+        if handle.get("tasks_failed"):
+            raise RuntimeError(handle["tasks_failed"])
+        try:
+            return self._tasks(handle, blocks, params)
+        except Exception as exc:
+            handle["tasks_failed"] = f"{type(exc).__name__}: {exc}"
+            raise
+
+    def _tasks(self, handle, blocks, params):
+        for attempt in range(2):
+            if handle["future"] is None:
+                self._await_workers()
+                handle["future"] = self._share(handle["local"])
+            try:
+                return self._attempt(handle, blocks, params)
+            except Exception:
+                if attempt or not self._usable():
+                    raise
+                handle["future"] = None  # a worker holding the shared inputs died with them: share again
+
+    def _await_workers(self) -> None:
+        """Return once the cluster has a worker; raise after ``no_worker_timeout`` without one."""
+        deadline = time.monotonic() + self.no_worker_timeout
+        while not self._client.scheduler_info(n_workers=-1)["workers"]:
+            if not self._usable():
+                raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Dask cluster has had no workers for {self.no_worker_timeout:.0f} s")
+            time.sleep(0.25)
+
+    def _share(self, shared: dict):
+        try:
+            # One future for the whole round's inputs, copied to every worker once.
+            [future] = self._client.scatter([shared], broadcast=True, hash=False, timeout=60)
+            return future
+        except Exception:
+            return None  # the round falls back to a re-share, then to local computation
+
+    def _attempt(self, handle, blocks, params):
+        from distributed import wait
+
+        if handle["future"] is None:
+            raise RuntimeError("could not share the round's inputs with the cluster")
+        futures = [self._client.submit(advance_blocks, handle["future"], g, params, retries=self.retries, pure=False)
+                   for g in self._groups(blocks)]
+        done, last_progress = 0, time.monotonic()
+        while True:
+            try:
+                wait(futures, timeout=1.0)
+                break
+            except TimeoutError:
+                now_done = sum(f.done() for f in futures)
+                if now_done > done:
+                    done, last_progress = now_done, time.monotonic()
+                self._check_alive(last_progress)
+        results = [r for group in self._client.gather(futures) for r in group]
+        self.chunks["tasks"] += 1
+        return results
+
+    def end_round(self, handle) -> None:
+        self._end_runners(handle)
+        if handle["future"] is not None:
+            try:
+                handle["future"].release()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        super().close()
+        try:
+            self._client.close(timeout=10)
+        except Exception:
+            pass
+        finally:
+            if self._cluster is not None:
+                self._cluster.close()
+
+
+
+
+@contextlib.contextmanager
+def terminal_interrupts_ignored():
+    """Child processes started inside inherit SIGINT ignored (across exec too): Ctrl-C in a
+    terminal signals the whole foreground group, and must reach only the trainer, which then
+    finishes its epoch and saves -- not kill the workers that epoch needs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

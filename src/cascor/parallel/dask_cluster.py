@@ -17,11 +17,12 @@ from .work import advance_blocks
 class DaskBackend(RunnerBackend):
     """Dask distributed: an embedded LocalCluster, or an existing cluster by scheduler address.
 
-    Each round's inputs and residuals go once to every worker, to a :class:`BlockRunner` actor
-    per worker that the driver then calls directly for every chunk of the round (no scheduler
-    task per chunk). When an actor fails (its worker died), the chunk runs as ordinary Dask
-    tasks on inputs scattered (broadcast) once, with Dask's retries; when the cluster is gone,
-    in-process with a warning. TLS addresses and ``security`` (a ``distributed.Security``) pass
+    A :class:`BlockRunner` actor per worker, called directly by the driver for every chunk (no
+    scheduler task per chunk), gets a round's residuals once with its first chunk and keeps the
+    inputs between rounds (only a new unit's column travels). When an actor fails (its worker
+    died), the rest of the round runs as ordinary Dask tasks on inputs scattered (broadcast)
+    once, with Dask's retries, and the next round starts new actors; when the cluster is gone
+    or has no workers, in-process with a warning. TLS addresses and ``security`` (a ``distributed.Security``) pass
     through; only the address is ever recorded, never credentials.
     """
 

@@ -48,8 +48,10 @@ class LocalBackend:
 class RunnerBackend(LocalBackend):
     """A backend whose workers each hold a runner (one group of contiguous blocks per worker).
 
-    Subclasses say how runners start (:meth:`_start_runners`), how a call reaches them
-    (:meth:`_call`) and what happens when they fail (:meth:`_fallback`).
+    Subclasses say how runners start (:meth:`_start_runners`: objects with ``send(method,
+    args)``, ``receive(stall_timeout)`` and ``close()``, like
+    :class:`~cascor.parallel.channel.RunnerLink`) and what happens when they fail
+    (:meth:`_fallback`).
     """
 
     # Minimum epochs per chunk. The engine extends a chunk to every epoch the patience rule cannot
@@ -166,7 +168,17 @@ class RunnerBackend(LocalBackend):
             except Exception:
                 pass  # a runner whose worker is gone is gone
 
+    def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
+        """One request to each runner, all sent before any answer is awaited."""
+        for r, a in zip(runners, args):
+            r.send(method, a)
+        if not wait:
+            return []  # each runner's answer is read (or dropped) before its next request
+        return [r.receive(30 if method == "end" else self.stall_timeout) for r in runners]
+
     def _drop_runners(self) -> None:
+        for r in self._runners:
+            r.close()
         self._runners, self._held = [], []
 
     def _usable(self) -> bool:

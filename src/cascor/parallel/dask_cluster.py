@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import secrets
 import signal
+import socket
+import ssl
 import threading
 import time
+import warnings
 
 from ..errors import ConfigError
 from .backends import NoWorkers, RunnerBackend
+from .channel import Channel, RunnerLink, serve
 from .runner import BlockRunner
 from .work import advance_blocks
 
@@ -40,6 +45,7 @@ class DaskBackend(RunnerBackend):
         self.retries = retries
         self.stall_timeout = stall_timeout  # seconds without any task finishing before giving up on the cluster
         self._cluster = None
+        self.direct_lines = True  # False: every chunk by actor call (see _line)
         self._init_runners()
         # A cluster without workers (all killed) is given up after this many seconds -- not after
         # stall_timeout, which is for workers that are there but slow.
@@ -75,23 +81,51 @@ class DaskBackend(RunnerBackend):
         return self._client.status == "running"
 
     def _start_runners(self) -> list:
-        """One runner actor on each of (up to ``workers``) workers alive now."""
+        """One runner actor on each of (up to ``workers``) workers alive now, each with a direct
+        line when the driver can reach it (actor calls otherwise)."""
         from distributed import wait
 
         addresses = sorted(self._client.scheduler_info(n_workers=-1)["workers"])[:self.workers]
         if not addresses:
             raise NoWorkers("the Dask cluster has no workers")
-        futures = [self._client.submit(BlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
+        futures = [self._client.submit(DaskBlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
                    for a in addresses]
         wait(futures, timeout=60)
-        return [f.result() for f in futures]
+        actors = [f.result() for f in futures]
+        return [self._line(actor, address) or _ActorLink(actor, self) for actor, address in zip(actors, addresses)]
 
-    def _call(self, runners, method: str, args: list, wait: bool = True) -> list:
-        if method == "run":  # results come back as one pickle from our own runner (see run_pickled)
-            calls = [r.run_pickled(pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)) for r, a in zip(runners, args)]
-            return [pickle.loads(b) for b in self._collect(calls)]
-        calls = [getattr(r, method)(*a) for r, a in zip(runners, args)]
-        return self._collect(calls, 30) if wait else []
+    def _line(self, actor, address: str):
+        """A direct line to ``actor`` (see :mod:`cascor.parallel.channel`), or None when its
+        worker cannot be reached on another port (a firewall): then chunks go by actor calls."""
+        if not self.direct_lines:
+            return None
+        token = secrets.token_bytes(32)
+        try:
+            host, port = actor.listen(token).result(timeout=30)
+            sock = socket.create_connection((host, port), timeout=10)
+            ctx = self._client.security.get_connection_args("client").get("ssl_context")
+            if ctx is not None:  # a TLS cluster: the line uses the cluster's certificates too
+                sock = ctx.wrap_socket(sock, server_hostname=host if ctx.check_hostname else None)
+            sock.settimeout(None)
+            channel = Channel(sock)
+            channel.send_bytes(token)
+        except Exception as exc:
+            if not getattr(self, "_warned_lines", False):
+                self._warned_lines = True
+                warnings.warn(f"cascor: no direct line to Dask worker {address} ({type(exc).__name__}: {exc}); "
+                              "using actor calls (slower per chunk, same results)", RuntimeWarning, stacklevel=2)
+            return None
+        return RunnerLink(channel, f"Dask worker {address}", lambda: self._worker_present(address))
+
+    def _worker_present(self, address: str) -> None:
+        if not self._usable():
+            raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+        try:
+            present = address in self._client.scheduler_info(n_workers=-1)["workers"]
+        except Exception:
+            present = True  # cannot tell: the line itself (EOF) or the stall timeout decides
+        if not present:
+            raise RuntimeError(f"Dask worker {address} left the cluster")
 
     def _collect(self, calls: list, stall_timeout: float | None = None) -> list:
         """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""
@@ -220,3 +254,62 @@ def terminal_interrupts_ignored():
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+class DaskBlockRunner(BlockRunner):
+    """The runner actor: also answers on a direct line (:mod:`cascor.parallel.channel`) from
+    the driver, so that a chunk costs a socket round trip instead of a Dask actor call."""
+
+    def __init__(self):
+        super().__init__()
+        from distributed import get_worker
+
+        worker = get_worker()  # an actor is built inside a task on its worker
+        self._address = worker.address
+        self._ssl = worker.security.get_listen_args("worker").get("ssl_context")
+
+    def listen(self, token: bytes) -> tuple[str, int]:
+        """Accept one connection on the worker's host (TLS if the cluster uses it) that presents
+        ``token``, and serve it from a thread. Returns the (host, port) to connect to."""
+        from distributed.comm import get_address_host
+
+        host = get_address_host(self._address)
+        family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+        server = socket.create_server((host, 0), family=family)
+        server.settimeout(60)
+        threading.Thread(target=self._accept, args=(server, token), name="cascor-runner-line", daemon=True).start()
+        return host, server.getsockname()[1]
+
+    def _accept(self, server: socket.socket, token: bytes) -> None:
+        with server:
+            try:
+                sock, _ = server.accept()
+                sock.settimeout(None)
+                if self._ssl is not None:
+                    sock = self._ssl.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError):
+                return  # the driver uses actor calls then
+        serve(Channel(sock), self, token)
+
+
+class _ActorLink:
+    """A runner reached through Dask actor calls (when no direct line could be opened)."""
+
+    def __init__(self, actor, backend: DaskBackend):
+        self.actor, self._backend, self._pending = actor, backend, None
+
+    def send(self, method: str, args: tuple) -> None:
+        # An unread answer (a fire-and-forget "end") is dropped: actor calls are independent.
+        if method == "run":  # arguments and answer as one pickle each (see BlockRunner.run_pickled)
+            self._pending = (method, self.actor.run_pickled(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)))
+        else:
+            self._pending = (method, getattr(self.actor, method)(*args))
+
+    def receive(self, stall_timeout: float):
+        method, call = self._pending
+        self._pending = None
+        [value] = self._backend._collect([call], stall_timeout)
+        return pickle.loads(value) if method == "run" else value
+
+    def close(self) -> None:
+        pass

@@ -8,38 +8,19 @@ training process and its own child only; nothing from anywhere else is unpickled
 
 from __future__ import annotations
 
+import socket
 import sys
-from multiprocessing.connection import Connection
 
+from .channel import Channel, serve
 from .runner import BlockRunner
 
-_METHODS = ("run", "begin", "end")
 
-
-def serve(conn: Connection) -> None:
+def main(fd: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    runner = BlockRunner()
-    try:
-        while True:
-            try:
-                method, args = conn.recv()
-            except (EOFError, OSError):
-                return  # the training process closed the socket or went away
-            try:
-                if method not in _METHODS:
-                    raise ValueError(f"unknown request {method!r}")
-                answer = ("ok", getattr(runner, method)(*args))
-            except Exception as exc:
-                answer = ("error", f"{type(exc).__name__}: {exc}")
-            try:
-                conn.send(answer)
-            except (BrokenPipeError, OSError):
-                return
-    finally:
-        runner.close()
+    serve(Channel(socket.socket(fileno=fd)), BlockRunner())
 
 
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])))
+    main(int(sys.argv[1]))

@@ -4,6 +4,8 @@ real `dask scheduler` + `dask worker` topology on loopback, including faults."""
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +18,8 @@ from cascor import snapshot, trainer
 from cascor.config import preset
 from cascor.errors import ConfigError
 from cascor.parallel import DaskBackend, make_backend
+from cascor.parallel.channel import Channel, RunnerLink
+from cascor.parallel.dask_cluster import DaskBlockRunner, _ActorLink
 from cascor.snapshot import encode_state
 from cascor.snapshot.format import tensor_digest
 
@@ -92,8 +96,10 @@ def test_processes_worker_killed_mid_round(local_results):
     assert _content(eng) == local_results["cov"]
 
 
-def test_dask_local_cluster_identical_to_local(local_results):
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-lines", "actor-calls"])
+def test_dask_local_cluster_identical_to_local(local_results, direct):
     backend = DaskBackend(workers=2)
+    backend.direct_lines = direct
     try:
         for name, cfg in (("cov", COV), ("cas2", CAS2)):
             with warnings.catch_warnings():
@@ -103,8 +109,70 @@ def test_dask_local_cluster_identical_to_local(local_results):
         # The fast path ran every chunk: runners, their streams continued between chunks.
         assert backend.chunks["runner"] > 0 and backend.chunks["runner_start"] > 0
         assert backend.chunks["tasks"] == backend.chunks["local"] == 0
+        assert len(backend._runners) == 2
+        assert all(isinstance(r, RunnerLink if direct else _ActorLink) for r in backend._runners)
     finally:
         backend.close()
+
+
+def test_a_runner_line_refuses_a_wrong_token_before_unpickling(tmp_path):
+    """A stranger who finds a runner's port gets nothing unpickled; the driver's token works."""
+    from distributed import Client, LocalCluster
+
+    marker = tmp_path / "unpickled"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        actor = client.submit(DaskBlockRunner, actor=True, pure=False).result()
+        for token, expect in ((b"x" * 32, "refused"), (b"t" * 32, "answered")):
+            host, port = actor.listen(b"t" * 32).result(timeout=30)
+            channel = Channel(socket.create_connection((host, port), timeout=10))
+            try:
+                channel.send_bytes(token)
+                channel.send(_Mkdir(str(marker)))  # makes the directory if unpickled
+                if expect == "refused":
+                    with pytest.raises((EOFError, ConnectionError)):
+                        channel.recv()
+                    assert not marker.exists()
+                else:  # a malformed request is answered with an error, and the line stays up
+                    status, message = channel.recv()
+                    assert status == "error" and "cannot unpack" in message
+                    assert marker.is_dir()  # so the refused payload would have run
+                    channel.send(("bogus", ()))
+                    assert channel.recv() == ("error", "ValueError: unknown request 'bogus'")
+            finally:
+                channel.close()
+
+
+class _Mkdir:
+    """Unpickling this makes a directory (os.mkdir resolves on any worker)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_dask_over_tls_identical_to_local(local_results):
+    """A cluster that requires TLS: its certificates secure the runners' direct lines too."""
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    security = Security.temporary()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      security=security) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        backend = DaskBackend(scheduler=cluster.scheduler_address, security=security)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                eng = _train(COV, backend)
+            assert _content(eng) == local_results["cov"]
+            assert backend.chunks["runner"] > 0 and backend.chunks["tasks"] == backend.chunks["local"] == 0
+            assert all(isinstance(r.channel.sock, ssl.SSLSocket) for r in backend._runners)
+            assert backend.settings() == {"name": "dask", "workers": 2, "scheduler": cluster.scheduler_address}
+        finally:
+            backend.close()
 
 
 class _EveryFifthEpoch:

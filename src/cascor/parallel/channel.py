@@ -48,8 +48,10 @@ class Channel:
     def recv(self):
         return pickle.loads(self.recv_bytes())
 
-    def recv_bytes(self) -> bytearray:
+    def recv_bytes(self, limit: int | None = None) -> bytearray:
         (size,) = _HEADER.unpack(self._exactly(_HEADER.size))
+        if limit is not None and size > limit:
+            raise ValueError(f"a message of {size} bytes where at most {limit} were expected")
         return self._exactly(size)
 
     def _exactly(self, n: int) -> bytearray:
@@ -82,15 +84,22 @@ def serve(channel: Channel, runner, token: bytes | None = None) -> None:
     With ``token``, the first message must be that token (compared in constant time) before
     anything is unpickled.
     """
-    try:
-        if token is not None and not hmac.compare_digest(bytes(channel.recv_bytes()), token):
+    if token is not None:
+        try:
+            presented = bytes(channel.recv_bytes(limit=len(token))) if channel.poll(30) else b""
+        except (EOFError, OSError, ValueError):
+            presented = b""
+        if not hmac.compare_digest(presented, token):
+            channel.close()  # a stranger: nothing unpickled, the runner untouched
             return
+    try:
         while True:
             try:
-                method, args = channel.recv()
+                request = channel.recv_bytes()
             except (EOFError, OSError):
                 return  # the driver closed the line or went away
             try:
+                method, args = pickle.loads(request)
                 if method not in METHODS:
                     raise ValueError(f"unknown request {method!r}")
                 answer = ("ok", getattr(runner, method)(*args))
@@ -100,8 +109,6 @@ def serve(channel: Channel, runner, token: bytes | None = None) -> None:
                 channel.send(answer)
             except OSError:
                 return
-    except (EOFError, OSError):
-        return
     finally:
         runner.close()  # stop computing ahead: nobody will fetch it
         channel.close()

@@ -98,8 +98,7 @@ def test_processes_worker_killed_mid_round(local_results):
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct-lines", "actor-calls"])
 def test_dask_local_cluster_identical_to_local(local_results, direct):
-    backend = DaskBackend(workers=2)
-    backend.direct_lines = direct
+    backend = DaskBackend(workers=2, direct_lines=direct)
     try:
         for name, cfg in (("cov", COV), ("cas2", CAS2)):
             with warnings.catch_warnings():

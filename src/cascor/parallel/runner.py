@@ -4,8 +4,8 @@ Why it exists: with the patience rule, a round reaches the driver in chunks (eve
 rule cannot stop at), and as plain Dask tasks every chunk cost a scheduler round trip (~10 ms
 on a 2-core LocalCluster, ~4 ms of scheduler CPU on the cores the workers compute on) plus
 idle workers while the driver replayed the chunk. A :class:`BlockRunner` sits on each worker
--- a Dask actor, called directly by the driver (~1.5 ms), or the object behind a ``processes``
-worker's socket (:mod:`cascor.parallel.procworker`). It keeps the inputs between calls and
+-- a Dask actor, or the object behind a ``processes`` worker -- and answers the driver on a
+direct line (:mod:`cascor.parallel.channel`, ~1.3 ms a chunk). It keeps the inputs between calls and
 rounds, and keeps computing the round's next epochs while the driver replays -- they are the
 same epochs whatever the driver decides, because a round's epochs depend only on where it
 started. The driver fetches chunks of them; a round that stops wastes only what was computed
@@ -17,7 +17,6 @@ any failure the driver continues from its own copy (as Dask tasks, or in-process
 
 from __future__ import annotations
 
-import pickle
 import threading
 
 import numpy as np
@@ -92,7 +91,7 @@ class _Stream:
 
 
 class BlockRunner:
-    """Candidate blocks on one worker (a Dask actor): a round's inputs, and a stream of its epochs."""
+    """Candidate blocks on one worker: a round's inputs, and a stream of its epochs."""
 
     def __init__(self):
         self._token = None
@@ -143,13 +142,6 @@ class BlockRunner:
         elif self._stream is None:
             raise RuntimeError("no stream to continue on this worker")
         return self._stream.take(params)
-
-    def run_pickled(self, request: bytes) -> bytes:
-        """:meth:`run` with its arguments and results as one pickle each: Dask then moves one
-        frame instead of one per array (measured: 5.7-6.0 -> 4.2-4.8 ms per chunk boundary on a
-        busy 2-core machine). No new trust: whoever can call a Dask actor can already run any
-        code on the cluster (Dask unpickles what clients send)."""
-        return pickle.dumps(self.run(*pickle.loads(request)), protocol=pickle.HIGHEST_PROTOCOL)
 
     def end(self, token: int) -> None:
         """The round is over: stop computing ahead, free the residuals (the inputs stay)."""

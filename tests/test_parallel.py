@@ -152,6 +152,35 @@ class _Mkdir:
         return (os.mkdir, (self.path,))
 
 
+class _BehindAFirewall(DaskBlockRunner):
+    """A runner whose line cannot be reached: the port it names refuses connections."""
+
+    def listen(self, token):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return "127.0.0.1", s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_dask_without_a_direct_line_warns_and_uses_actor_calls(local_results):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import the tests
+    try:
+        backend = DaskBackend(workers=2)
+        backend.runner_class = _BehindAFirewall
+        try:
+            with pytest.warns(RuntimeWarning, match="no direct line to Dask worker .* using actor calls") as caught:
+                eng = _train(COV, backend)
+            assert len(caught) == 1  # once, not per round or per worker
+            assert _content(eng) == local_results["cov"]
+            assert all(isinstance(r, _ActorLink) for r in backend._runners)
+            assert backend.chunks["runner"] > 0 and backend.chunks["tasks"] == backend.chunks["local"] == 0
+        finally:
+            backend.close()
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
 def test_dask_over_tls_identical_to_local(local_results):
     """A cluster that requires TLS: its certificates secure the runners' direct lines too."""
     from distributed import LocalCluster

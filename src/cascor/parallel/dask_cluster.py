@@ -34,6 +34,7 @@ class DaskBackend(RunnerBackend):
     """
 
     name = "dask"
+    runner_class = None  # the actor class; DaskBlockRunner unless a subclass says otherwise
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None, security=None, retries: int = 2,
                  stall_timeout: float = 300.0, direct_lines: bool = True):
@@ -90,7 +91,7 @@ class DaskBackend(RunnerBackend):
         addresses = sorted(self._client.scheduler_info(n_workers=-1)["workers"])[:self.workers]
         if not addresses:
             raise NoWorkers("the Dask cluster has no workers")
-        futures = [self._client.submit(DaskBlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
+        futures = [self._client.submit(self.runner_class or DaskBlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
                    for a in addresses]
         wait(futures, timeout=60)
         actors = [f.result() for f in futures]

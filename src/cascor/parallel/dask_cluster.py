@@ -91,7 +91,8 @@ class DaskBackend(RunnerBackend):
         addresses = sorted(self._client.scheduler_info(n_workers=-1)["workers"])[:self.workers]
         if not addresses:
             raise NoWorkers("the Dask cluster has no workers")
-        futures = [self._client.submit(self.runner_class or DaskBlockRunner, actor=True, workers=[a], allow_other_workers=False, pure=False)
+        runner = self.runner_class or DaskBlockRunner
+        futures = [self._client.submit(runner, actor=True, workers=[a], allow_other_workers=False, pure=False)
                    for a in addresses]
         wait(futures, timeout=60)
         actors = [f.result() for f in futures]
@@ -103,6 +104,7 @@ class DaskBackend(RunnerBackend):
         if not self.direct_lines:
             return None
         token = secrets.token_bytes(32)
+        sock = None
         try:
             host, port = actor.listen(token).result(timeout=30)
             sock = socket.create_connection((host, port), timeout=10)
@@ -113,10 +115,13 @@ class DaskBackend(RunnerBackend):
             channel = Channel(sock)
             channel.send_bytes(token)
         except Exception as exc:
-            if not getattr(self, "_warned_lines", False):
-                self._warned_lines = True
-                warnings.warn(f"cascor: no direct line to Dask worker {address} ({type(exc).__name__}: {exc}); "
-                              "using actor calls (slower per chunk, same results)", RuntimeWarning, stacklevel=2)
+            if sock is not None:
+                sock.close()
+            # Not tried again (a firewall that drops packets would cost 10 s per worker each time).
+            self.direct_lines = False
+            warnings.warn(f"cascor: no direct line to Dask worker {address} ({type(exc).__name__}: {exc}); "
+                          "using actor calls from now on (slower per chunk, same results)", RuntimeWarning,
+                          stacklevel=2)
             return None
         return RunnerLink(channel, f"Dask worker {address}", lambda: self._worker_present(address))
 

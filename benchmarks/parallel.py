@@ -8,6 +8,7 @@ the new unit's column. Every backend must install the same units (checked). Also
 policy on two-spirals.
 
     python benchmarks/parallel.py [--workers 2] [--repeat 6] [--backends processes,dask] [--skip-auto]
+                                  [--scheduler tcp://HOST:8786]   # dask on an existing cluster
 """
 
 import argparse
@@ -71,10 +72,12 @@ def main():
     ap.add_argument("--repeat", type=int, default=6)
     ap.add_argument("--backends", default="processes,dask", help="compared with local, comma-separated")
     ap.add_argument("--skip-auto", action="store_true", help="skip the two-spirals auto-policy check")
+    ap.add_argument("--scheduler", help="run the dask backend on this existing cluster (default: embedded)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = ["local"] + [n for n in args.backends.split(",") if n]
-    backends = {n: make_backend(n, workers=args.workers) for n in names}
+    backends = {n: make_backend(n, workers=args.workers, scheduler=args.scheduler if n == "dask" else None)
+                for n in names}
     try:
         print(f"{'pool':>5} {'block':>5} {'round':>14} | " + " | ".join(f"{n:>18}" for n in names))
         for pool, block, patience in ((32, 16, 0), (128, 32, 0), (128, 32, 8)):

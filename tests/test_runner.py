@@ -126,3 +126,43 @@ def test_a_failing_epoch_is_reported_by_the_next_chunk():
     while _streams() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not _streams()
+
+
+def test_a_line_carries_small_and_large_messages_and_serves_a_runner():
+    """The framing of a direct line (channel.py), over a real socket pair: requests, a chunk's
+    answer, a round's whole inputs (> 64 KB, sent as header then body), refusals and the end."""
+    import socket
+
+    from cascor.parallel.channel import Channel, RunnerLink, serve
+
+    ours, theirs = socket.socketpair()
+    a, b = Channel(ours), Channel(theirs)
+    big = np.arange(300_000, dtype=np.float32)  # 1.2 MB
+    sender = threading.Thread(target=lambda: (a.send(("small", 1)), a.send(big)))  # > the socket's buffer
+    sender.start()
+    assert b.poll(10) and b.recv() == ("small", 1)
+    assert np.array_equal(b.recv(), big)
+    sender.join()
+    assert not b.poll(0.01)
+    b.send_bytes(b"x" * 100)
+    with pytest.raises(ValueError, match="100 bytes where at most 32"):
+        a.recv_bytes(limit=32)
+
+    # serve() behind one end, a RunnerLink at the other: the same answers as calling the runner.
+    ours, theirs = socket.socketpair()
+    shared, blocks = _round()
+    thread = threading.Thread(target=serve, args=(Channel(theirs), BlockRunner()), daemon=True)
+    thread.start()
+    link = RunnerLink(Channel(ours), "test runner")
+    message = {k: shared[k] for k in ("kind", "Ec", "X", "X_key")}
+    link.send("run", (1, blocks, _params(0, 3), message))
+    got = link.receive(30)
+    want = advance_blocks(shared, blocks, _params(0, 3))
+    for g, w in zip(got, want):
+        assert all(np.array_equal(g[k], w[k]) for k in BLOCK_KEYS)
+    link.send("close", ())
+    with pytest.raises(RuntimeError, match="test runner: ValueError: unknown request 'close'"):
+        link.receive(30)
+    link.close()  # the runner stops and the thread ends
+    thread.join(10)
+    assert not thread.is_alive()

@@ -152,6 +152,33 @@ class _Mkdir:
         return (os.mkdir, (self.path,))
 
 
+def test_embedded_cluster_worker_killed_mid_round_gets_new_lines(local_results):
+    """The nanny restarts a killed worker: the round finishes as Dask tasks, and later rounds
+    open new direct lines to the workers there are then."""
+    backend = DaskBackend(workers=2)
+    killed = []
+
+    def kill_a_worker(engine, event):
+        if event == "candidates" and not killed and backend._runners:
+            pids = backend._client.run(os.getpid)
+            victim = pids[sorted(pids)[1]]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+        elif event == "installed" and len(killed) == 1:
+            backend._client.wait_for_workers(2, timeout=60)  # the nanny has restarted it
+            killed.append("back")
+
+    try:
+        eng = _train(COV, backend, callbacks=[kill_a_worker])
+        assert killed and backend.chunks["tasks"] > 0
+        assert backend.chunks["runner_start"] > 1  # new runners after the fault
+        assert len(backend._runners) == 2 and all(isinstance(r, RunnerLink) for r in backend._runners)
+        assert killed[0] not in backend._client.run(os.getpid).values()
+    finally:
+        backend.close()
+    assert _content(eng) == local_results["cov"]
+
+
 class _BehindAFirewall(DaskBlockRunner):
     """A runner whose line cannot be reached: the port it names refuses connections."""
 
@@ -275,6 +302,37 @@ def test_real_topology_with_a_worker_killed_mid_round(dask_cluster, local_result
         backend.close()
     assert killed and procs[1].returncode == -signal.SIGKILL
     assert backend.chunks["tasks"] > 0
+    assert _content(eng) == local_results["cov"]
+
+
+def test_a_worker_that_joins_later_gets_a_runner(dask_cluster, local_results):
+    """Rounds that start with fewer workers than asked for use what there is; once a worker
+    joins, the next round starts runners on every worker again."""
+    address, procs = dask_cluster
+    backend = DaskBackend(scheduler=address)
+    runners_per_round = []
+
+    def events(engine, event):
+        if event == "candidates" and not runners_per_round:
+            procs[2].send_signal(signal.SIGKILL)
+            procs[2].wait(timeout=10)
+            runners_per_round.append(len(backend._runners))
+        elif event == "installed":
+            runners_per_round.append(len(backend._runners))
+            if len(runners_per_round) == 3:  # after the round that ran on the one worker left
+                procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                               "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                               "--host", "127.0.0.1"],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                backend._client.wait_for_workers(2, timeout=60)
+
+    try:
+        eng = _train(COV, backend, callbacks=[events])
+        # round 1: 2 runners (one killed mid-round, so none left at its end); round 2: 1; round 3: 2.
+        assert runners_per_round == [2, 0, 1, 2]
+        assert all(isinstance(r, RunnerLink) for r in backend._runners)
+    finally:
+        backend.close()
     assert _content(eng) == local_results["cov"]
 
 

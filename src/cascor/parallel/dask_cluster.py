@@ -301,13 +301,17 @@ class DaskBlockRunner(BlockRunner):
         return host, server.getsockname()[1]
 
     def _accept(self, server: socket.socket, token: bytes) -> None:
+        sock = None
         with server:
             try:
                 sock, _ = server.accept()
-                sock.settimeout(None)
+                sock.settimeout(30)  # a peer that never finishes the TLS handshake is dropped
                 if self._ssl is not None:
                     sock = self._ssl.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
             except (OSError, ssl.SSLError):
+                if sock is not None:
+                    sock.close()
                 return  # the driver uses actor calls then
         serve(Channel(sock), self, token)
 

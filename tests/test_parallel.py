@@ -110,6 +110,9 @@ def test_dask_local_cluster_identical_to_local(local_results, direct):
         assert backend.chunks["tasks"] == backend.chunks["local"] == 0
         assert len(backend._runners) == 2
         assert all(isinstance(r, RunnerLink if direct else _ActorLink) for r in backend._runners)
+        # Dask still holds each runner as an actor on its worker (not only our line).
+        actors = backend._client.run(lambda dask_worker: len(dask_worker.state.actors))
+        assert sorted(actors.values()) == [1, 1]
     finally:
         backend.close()
 

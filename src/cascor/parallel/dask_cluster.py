@@ -128,7 +128,9 @@ class DaskBackend(RunnerBackend):
                           "using actor calls from now on (slower per chunk, same results)", RuntimeWarning,
                           stacklevel=2)
             return None
-        return RunnerLink(channel, f"Dask worker {address}", lambda: self._worker_present(address))
+        link = RunnerLink(channel, f"Dask worker {address}", lambda: self._worker_present(address))
+        link.actor = actor  # while the line is up, Dask keeps the actor (and counts it on its worker)
+        return link
 
     def _worker_present(self, address: str) -> None:
         if not self._usable():

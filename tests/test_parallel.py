@@ -1,6 +1,7 @@
 """Parallel backends produce bit-identical networks: real processes, a real Dask LocalCluster and a
 real `dask scheduler` + `dask worker` topology on loopback, including faults."""
 
+import gc
 import json
 import os
 import signal
@@ -110,7 +111,10 @@ def test_dask_local_cluster_identical_to_local(local_results, direct):
         assert backend.chunks["tasks"] == backend.chunks["local"] == 0
         assert len(backend._runners) == 2
         assert all(isinstance(r, RunnerLink if direct else _ActorLink) for r in backend._runners)
-        # Dask still holds each runner as an actor on its worker (not only our line).
+        # Dask still holds each runner as an actor on its worker (not only our line): no handle
+        # was dropped (collected, and its release given time to reach the workers).
+        gc.collect()
+        time.sleep(0.5)
         actors = backend._client.run(lambda dask_worker: len(dask_worker.state.actors))
         assert sorted(actors.values()) == [1, 1]
     finally:

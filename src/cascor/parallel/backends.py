@@ -19,8 +19,10 @@ from ..errors import ConfigError
 from .work import advance_blocks
 
 BACKENDS = ("local", "processes", "dask", "auto")
-# Distribute a round only when its work clearly pays for task overhead (performance.md: engines
-# are 3-10x slower than in-process on spirals-sized pools). Work per epoch ~ patterns x pool x fan-in.
+# Distribute a round only when its work clearly pays (performance.md: engines are 3-10x slower
+# than in-process on spirals-sized pools). Work per epoch ~ patterns x pool x fan-in. Measured with
+# 2 workers (docs/results.md): break-even near 2e6, 1.3x at 5e6, 1.5x from 1e7 -- but starting
+# the workers costs ~0.7 s once, which rounds below ~2e7 (< ~50 ms saved each) rarely earn back.
 AUTO_MIN_WORK = 2e7
 
 

@@ -61,3 +61,29 @@ def test_random_state_none_does_not_consume_global_numpy_rng():
 def test_single_class_is_a_clear_error():
     with pytest.raises(ValueError, match="only one class"):
         CascorClassifier().fit(np.zeros((4, 2)), np.ones(4))
+
+
+@pytest.mark.distributed
+def test_fit_on_worker_processes_gives_the_same_model():
+    """backend/n_jobs change where candidate pools are computed, never the fitted model."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    y = (X[:, 0] * X[:, 1] + np.sin(X[:, 2]) > 0).astype(int)
+    params = dict(preset="cascor1c", max_units=3, pool_size=16, overrides={"candidate_block": 8}, random_state=5)
+    local = CascorClassifier(**params).fit(X, y)
+    spread = CascorClassifier(**params, backend="processes", n_jobs=2).fit(X, y)
+    assert spread.n_hidden_units_ == local.n_hidden_units_ == 3
+    np.testing.assert_equal(spread.history_, local.history_)  # NaN where a phase has no score
+    for a, b in zip(spread.network_.units, local.network_.units):
+        np.testing.assert_array_equal(a.weights.numpy(), b.weights.numpy())
+    np.testing.assert_array_equal(spread.network_.output_weights.numpy(), local.network_.output_weights.numpy())
+    assert spread.backend_ == {"name": "processes", "workers": 2, "scheduler": None}
+    assert local.backend_ == {"name": "local", "workers": None, "scheduler": None}
+
+
+def test_backend_parameters_are_checked_at_fit():
+    ds = two_spirals()
+    with pytest.raises(Exception, match="unknown backend 'gpu'"):
+        CascorClassifier(backend="gpu").fit(ds.X, ds.y)
+    with pytest.raises(ValueError, match="'n_jobs' parameter must be None or an int"):
+        CascorClassifier(n_jobs="2").fit(ds.X, ds.y)

@@ -6,7 +6,9 @@ attributes end in ``_``. ``random_state`` is resolved once, on the first fit, in
 which cascor never touches). ``max_epochs`` caps the cumulative epochs of a fit; with
 ``warm_start=True`` the next ``fit`` on the same data continues the same run exactly
 where it stopped. ``save_snapshot`` / ``from_snapshot`` round-trip a fitted estimator
-through a verified HDF5 snapshot.
+through a verified HDF5 snapshot. ``backend`` / ``n_jobs`` / ``scheduler`` choose where
+candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--workers``/
+``--scheduler``); they change the time a fit takes, never the fitted model.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class _CascorBase(BaseEstimator):
     _regression = False
 
     def __init__(self, preset="default", max_units=None, pool_size=None, max_epochs=None, overrides=None,
-                 random_state=None, warm_start=False):
+                 random_state=None, warm_start=False, backend="local", n_jobs=None, scheduler=None):
         self.preset = preset
         self.max_units = max_units
         self.pool_size = pool_size
@@ -48,6 +50,22 @@ class _CascorBase(BaseEstimator):
         self.overrides = overrides
         self.random_state = random_state
         self.warm_start = warm_start
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.scheduler = scheduler
+
+    def _make_backend(self):
+        """The fit's backend, by name (an estimator holds no live workers: it is cloned and pickled)."""
+        from .parallel import make_backend
+
+        if self.n_jobs is not None and not isinstance(self.n_jobs, (int, np.integer)):
+            raise ValueError(f"the 'n_jobs' parameter must be None or an int; got {self.n_jobs!r} instead")
+        workers = None if self.n_jobs is None else int(self.n_jobs)
+        if workers is not None and workers < 0:
+            import os
+
+            workers = max(1, (os.cpu_count() or 1) + 1 + workers)  # joblib's convention: -1 = every core
+        return make_backend(self.backend, workers=workers, scheduler=self.scheduler)
 
     def _config(self):
         cfg = get_preset(self.preset)
@@ -64,14 +82,19 @@ class _CascorBase(BaseEstimator):
     def _train(self, X, Y, targets):
         from .trainer import resume, run, start
 
-        if self.warm_start and hasattr(self, "state_"):
-            engine = resume(self.state_, X, Y)
-        else:
-            if not hasattr(self, "seed_") or not self.warm_start:
-                self.seed_ = _resolve_seed(self.random_state)
-            engine = start(self._config(), X, Y)
-            engine.state.targets = targets
-        run(engine, stop_at_epoch=self.max_epochs)
+        backend = self._make_backend()
+        try:
+            if self.warm_start and hasattr(self, "state_"):
+                engine = resume(self.state_, X, Y, backend=backend)
+            else:
+                if not hasattr(self, "seed_") or not self.warm_start:
+                    self.seed_ = _resolve_seed(self.random_state)
+                engine = start(self._config(), X, Y, backend=backend)
+                engine.state.targets = targets
+            run(engine, stop_at_epoch=self.max_epochs)
+            self.backend_ = backend.settings()  # where this fit's candidate pools were computed
+        finally:
+            backend.close()
         self._set_fitted(engine.state)
         return self
 

@@ -166,3 +166,27 @@ def test_a_line_carries_small_and_large_messages_and_serves_a_runner():
     link.close()  # the runner stops and the thread ends
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_line_polls_descriptors_above_1024():
+    """select() refuses descriptors >= FD_SETSIZE; a driver with many files open must still wait."""
+    import os
+    import resource
+    import socket
+
+    from cascor.parallel.channel import Channel
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    ours, theirs = socket.socketpair()
+    high = os.dup2(ours.fileno(), 1050)
+    try:
+        a = Channel(socket.socket(fileno=high))
+        assert not a.poll(0.01)
+        Channel(theirs).send(("hello", 1))
+        assert a.poll(5) and a.recv() == ("hello", 1)
+        a.close()
+    finally:
+        ours.close()
+        theirs.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

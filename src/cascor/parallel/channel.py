@@ -30,6 +30,11 @@ class Channel:
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        # poll(), not select(): select() refuses descriptors >= 1024 (a process with many files open).
+        self._poller = None
+        if hasattr(select, "poll"):
+            self._poller = select.poll()
+            self._poller.register(sock.fileno(), select.POLLIN)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # A request is one small write the other end waits for: send it now.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -74,6 +79,8 @@ class Channel:
         pending = getattr(self.sock, "pending", None)  # TLS may hold decrypted bytes already
         if pending is not None and pending():
             return True
+        if self._poller is not None:
+            return bool(self._poller.poll(max(0, int(timeout * 1000))))
         return bool(select.select([self.sock], [], [], timeout)[0])
 
     def close(self) -> None:

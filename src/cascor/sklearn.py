@@ -13,6 +13,7 @@ candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--work
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import numpy as np
@@ -62,8 +63,6 @@ class _CascorBase(BaseEstimator):
             raise ValueError(f"the 'n_jobs' parameter must be None or an int; got {self.n_jobs!r} instead")
         workers = None if self.n_jobs is None else int(self.n_jobs)
         if workers is not None and workers < 0:
-            import os
-
             workers = max(1, (os.cpu_count() or 1) + 1 + workers)  # joblib's convention: -1 = every core
         return make_backend(self.backend, workers=workers, scheduler=self.scheduler)
 

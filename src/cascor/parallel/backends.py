@@ -11,7 +11,6 @@ same result.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections import Counter
 
@@ -191,11 +190,6 @@ class RunnerBackend(LocalBackend):
 
     def _usable(self) -> bool:
         return True
-
-    def _check_stall(self, last_progress: float, stall_timeout: float | None = None) -> None:
-        limit = self.stall_timeout if stall_timeout is None else stall_timeout
-        if time.monotonic() - last_progress > limit:
-            raise RuntimeError(f"no worker answered for {limit:.0f} s")
 
     def _groups(self, blocks: list, workers: int | None = None) -> list[list]:
         """Contiguous groups of blocks, one per worker (the order of results is the block order)."""

@@ -133,8 +133,7 @@ class DaskBackend(RunnerBackend):
         return link
 
     def _worker_present(self, address: str) -> None:
-        if not self._usable():
-            raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+        self._require_scheduler()
         try:
             present = address in self._client.scheduler_info(n_workers=-1)["workers"]
         except Exception:
@@ -142,23 +141,22 @@ class DaskBackend(RunnerBackend):
         if not present:
             raise RuntimeError(f"Dask worker {address} left the cluster")
 
-    def _collect(self, calls: list, stall_timeout: float | None = None) -> list:
-        """Results of actor calls, in order; polls so that a lost cluster is noticed, not waited on."""
-        results, last_progress = [], time.monotonic()
-        for call in calls:
-            while True:
-                try:
-                    results.append(call.result(timeout=1.0))
-                    last_progress = time.monotonic()
-                    break
-                except TimeoutError:
-                    self._check_alive(last_progress, stall_timeout)
-        return results
+    def _result(self, call, stall_timeout: float | None = None):
+        """An actor call's result; polls so that a lost cluster is noticed, not waited on."""
+        started = time.monotonic()
+        while True:
+            try:
+                return call.result(timeout=1.0)
+            except TimeoutError:
+                self._check_alive(started, stall_timeout)
+
+    def _require_scheduler(self) -> None:
+        if not self._usable():
+            raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
 
     def _check_alive(self, last_progress: float, stall_timeout: float | None = None) -> None:
         """Called while a wait goes on (every second): raise when nothing can finish it."""
-        if not self._usable():
-            raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+        self._require_scheduler()
         try:
             workers = len(self._client.scheduler_info(n_workers=-1)["workers"])
         except Exception:
@@ -169,7 +167,9 @@ class DaskBackend(RunnerBackend):
                 raise RuntimeError(f"the Dask cluster has had no workers for {self.no_worker_timeout:.0f} s")
         else:
             self._workerless_since = None
-        self._check_stall(last_progress, stall_timeout)
+        limit = self.stall_timeout if stall_timeout is None else stall_timeout
+        if time.monotonic() - last_progress > limit:
+            raise RuntimeError(f"no worker answered for {limit:.0f} s")
 
     def _fallback(self, handle, blocks, params):
         """The chunk as one Dask task per worker group (Dask's retries), sharing the inputs once.
@@ -200,8 +200,7 @@ class DaskBackend(RunnerBackend):
         """Return once the cluster has a worker; raise after ``no_worker_timeout`` without one."""
         deadline = time.monotonic() + self.no_worker_timeout
         while not self._client.scheduler_info(n_workers=-1)["workers"]:
-            if not self._usable():
-                raise RuntimeError(f"lost the Dask scheduler (client status {self._client.status!r})")
+            self._require_scheduler()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Dask cluster has had no workers for {self.no_worker_timeout:.0f} s")
             time.sleep(0.25)
@@ -252,8 +251,6 @@ class DaskBackend(RunnerBackend):
         finally:
             if self._cluster is not None:
                 self._cluster.close()
-
-
 
 
 @contextlib.contextmanager
@@ -334,7 +331,7 @@ class _ActorLink:
     def receive(self, stall_timeout: float):
         method, call = self._pending
         self._pending = None
-        [value] = self._backend._collect([call], stall_timeout)
+        value = self._backend._result(call, stall_timeout)
         return pickle.loads(value) if method == "run" else value
 
     def close(self) -> None:

@@ -21,8 +21,7 @@ import threading
 
 import numpy as np
 
-from ..candidates import Scratch
-from .work import BlockStepper, block_result
+from .work import BlockStepper, block_result, scratch_for
 
 # Step sizes and momentum: constant within a round, so a stream only continues with the same.
 _FIXED = ("eps", "eps_out", "mu", "decay")
@@ -37,7 +36,7 @@ class _Stream:
         self.fixed = {k: params[k] for k in _FIXED}
         self._measure_at = self.next if params["measure_first"] else None
         # Blocks are computed one after another each epoch: one set of work buffers for all.
-        scratch = Scratch(max(len(b["plan"]) for b in blocks), shared["X"].shape[0])
+        scratch = scratch_for(shared, blocks)
         self._steppers = [BlockStepper(shared, b, params, scratch) for b in blocks]
         self._done: dict[int, tuple] = {}  # pass -> (records, states), one per block
         self._error: RuntimeError | None = None

@@ -79,7 +79,12 @@ def advance_block(shared: dict, block: dict, params: dict, scratch: Scratch | No
     return block_result(stepper.state(), records)
 
 
+def scratch_for(shared: dict, blocks: list[dict]) -> Scratch:
+    """One set of work buffers for blocks computed one after another (see Scratch)."""
+    return Scratch(max(len(b["plan"]) for b in blocks), shared["X"].shape[0])
+
+
 def advance_blocks(shared, blocks: list[dict], params: dict) -> list[dict]:
     """Several blocks in one task (one task per worker per chunk keeps task overhead low)."""
-    scratch = Scratch(max(len(b["plan"]) for b in blocks), shared["X"].shape[0]) if blocks else None
+    scratch = scratch_for(shared, blocks) if blocks else None
     return [advance_block(shared, b, params, scratch) for b in blocks]

@@ -222,7 +222,7 @@ class Engine:
         pool = st.pool
         measuring = covariance and ph.passes == 0
         eps = cfg.input_epsilon / (P * F)
-        left = cfg.input_epochs - ph.updates + (1 if measuring else 0)
+        left = self._epochs_left(measuring)
         chunk = min(left, self._chunk_length(measuring), limit if limit is not None else left)
         if chunk > 1 and self.backend.distributes(P, pool.size, F, len(pool.blocks)):
             return self._candidate_chunk(chunk, measuring, eps)
@@ -238,13 +238,17 @@ class Engine:
             return "installed"
         return "candidates"
 
+    def _epochs_left(self, measuring: bool) -> int:
+        """Candidate epochs the phase may still run (its cap), the measuring pass included."""
+        return self.state.config.input_epochs - self.state.phase.updates + (1 if measuring else 0)
+
     def _chunk_length(self, measuring: bool) -> int:
         """Epochs one distributed step may run: the backend's chunk, or longer when the patience
         rule cannot stop the phase before then (nothing computed past a stop is wasted)."""
         cfg, ph = self.state.config, self.state.phase
         size = getattr(self.backend, "chunk_epochs", 1)
         if cfg.input_patience == 0:
-            free = cfg.input_epochs - ph.updates + (1 if measuring else 0)
+            free = self._epochs_left(measuring)
         else:
             # A stop at training epoch j needs j >= quit, and quit only moves to (i + patience) for
             # some future i >= updates: so no epoch before min(quit, updates + patience) can stop.
@@ -294,7 +298,7 @@ class Engine:
         # are the same whatever the replay decides, up to the phase's epoch cap.
         params = {"epochs": epochs, "measure_first": measuring, "eps": eps, "eps_out": cfg.input_epsilon / st.n_patterns,
                   "mu": cfg.input_mu, "decay": cfg.input_decay, "start": st.phase.passes,
-                  "max_epochs": cfg.input_epochs - st.phase.updates + (1 if measuring else 0)}
+                  "max_epochs": self._epochs_left(measuring)}
         keys = ("weights", "delta", "prev_slope", "prev_cor") + (
             ("out_weights", "out_delta", "out_prev_slope") if pool.cascade2 else ())
         blocks = [{"plan": [list(p) for p in blk.plan],

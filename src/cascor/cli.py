@@ -129,25 +129,41 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_afte
     from . import config as cfgmod
     from . import workflow
 
-    latest = os.path.join(out, "latest.h5")
     _set_threads(threads)
     parallel = {"backend": backend, "workers": workers, "scheduler": scheduler}
-    if resume_flag and os.path.exists(latest):
-        _resume(latest, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel)
-        return
-    from .trainer import start
+    with workflow.open_run_directory(out, echo=_note) as lock:
+        if resume_flag:
+            from .snapshot.rundir import resume_point
 
-    ds, source = workflow.load_data(dataset, data, target)
-    cfg = cfgmod.preset(preset).with_overrides(sets)
-    if seed is not None:
-        cfg = cfg.replace(seed=seed)
-    explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
-    cfg = workflow.adapt_config(cfg, ds, explicit)
-    X, Y, info = workflow.targets_for(ds, cfg)
-    chosen = workflow.backend_from({"name": "local"}, parallel)
-    engine = start(cfg, X, Y, backend=chosen)
-    engine.state.targets = info
-    _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet)
+            point, passed_over = resume_point(out)
+            for reason in passed_over:
+                _note(f"warning: passing over {reason}")
+            if point is not None:
+                if passed_over:
+                    _note(f"resuming from {point}")
+                _resume(point, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
+                        parallel, lock=lock)
+                return
+        from .snapshot.rundir import refuse_other
+        from .trainer import start
+
+        refuse_other(out)  # before loading data; the run claims the directory when it starts
+        ds, source = workflow.load_data(dataset, data, target)
+        cfg = cfgmod.preset(preset).with_overrides(sets)
+        if seed is not None:
+            cfg = cfg.replace(seed=seed)
+        explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
+        cfg = workflow.adapt_config(cfg, ds, explicit)
+        X, Y, info = workflow.targets_for(ds, cfg)
+        chosen = workflow.backend_from({"name": "local"}, parallel)
+        engine = start(cfg, X, Y, backend=chosen)
+        engine.state.targets = info
+        _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock)
+
+
+def _note(message: str) -> None:
+    """A line for the user on stderr (stdout stays for results)."""
+    click.echo(message, err=True)
 
 
 def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, **kw):
@@ -167,21 +183,37 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
     _emit(summary, as_json, _summary_lines(summary))
 
 
-def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel):
+def _recorded_data(loaded, dataset, data, target):
+    """The data to use with ``loaded``: the command line's, else the snapshot's recorded source
+    (a recorded file only for a snapshot in its own run directory)."""
+    from . import workflow
+
+    if dataset or data:
+        return workflow.load_data(dataset, data, target)
+    where = workflow.printable(loaded.path)
+    trusted = workflow.source_trusted(loaded.path, loaded.state.run_id)
+    return workflow.load_source(loaded.data_source, trusted=trusted, where=where), loaded.data_source
+
+
+def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel,
+            lock=None):
     from . import snapshot as snap
     from . import workflow
     from .trainer import resume as resume_engine
 
-    loaded = snap.load(snapshot)
-    if dataset or data:
-        ds, source = workflow.load_data(dataset, data, target)
-    else:
-        source = loaded.data_source
-        ds = workflow.load_source(source)
-    X, Y, _ = workflow.targets_for(ds, loaded.state.config)
-    engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel))
-    _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
-         protect={os.path.abspath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest)
+    own_lock = lock is None
+    lock = lock or workflow.open_run_directory(out, echo=_note)
+    try:
+        loaded = snap.load(snapshot)
+        ds, source = _recorded_data(loaded, dataset, data, target)
+        X, Y, _ = workflow.targets_for(ds, loaded.state.config)
+        engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note))
+        _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
+             protect={os.path.realpath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest,
+             new_run=False, lock=lock)
+    finally:
+        if own_lock:
+            lock.release()
 
 
 @main.command()
@@ -212,7 +244,7 @@ def evaluate(snapshot, dataset, data, target, as_json):
 
     loaded = snap.load(snapshot)
     st = loaded.state
-    ds, _ = workflow.load_data(dataset, data, target) if (dataset or data) else (workflow.load_source(loaded.data_source), None)
+    ds, _ = _recorded_data(loaded, dataset, data, target)
     if ds.X.shape[1] != st.network.n_inputs:
         from .errors import DataError
 
@@ -235,7 +267,7 @@ def plot(snapshot, out, kind):
     from . import workflow
 
     loaded = snap.load(snapshot)
-    _plot(loaded.state, kind, out, lambda: workflow.load_source(loaded.data_source))
+    _plot(loaded.state, kind, out, lambda: _recorded_data(loaded, None, None, None)[0])
     click.echo(out)
 
 

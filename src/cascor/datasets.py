@@ -8,8 +8,10 @@ symmetric (-0.5..0.5), asymmetric (0..1) and tanh outputs.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -183,34 +185,78 @@ def load_dataset(name: str) -> Dataset:
 
 
 # -- user files ---------------------------------------------------------------------------
-def load_file(path: str, target: str | int | None = None, task: str = "auto", header: str = "auto") -> Dataset:
+MAX_DATA_BYTES = 8 << 30
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file, or a DataError: never a FIFO (it would block), a device
+    (``/dev/zero`` never ends), a directory or a file over :data:`MAX_DATA_BYTES`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DataError(f"data file {path!r} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path!r}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"data file {path!r} is not a regular file")
+        if st.st_size > MAX_DATA_BYTES:
+            raise DataError(f"data file {path!r} is {st.st_size} bytes, over the {MAX_DATA_BYTES}-byte limit")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def load_file(path: str, target: str | int | None = None, task: str = "auto", header: str = "auto",
+              quote: bool = True) -> Dataset:
     """Load a CSV or NPZ file. CSV: the target is the last column unless ``target`` names or
     numbers one; NPZ: arrays ``X`` and ``y``. ``task`` 'auto' treats integer-valued or text
     targets with few distinct values as classes.
+
+    ``quote=False`` keeps the file's content out of every error message (a path recorded in a
+    snapshot is a stranger's hint: its errors must not show what the file holds).
     """
-    if not os.path.exists(path):
-        raise DataError(f"data file {path!r} does not exist")
-    if path.endswith(".npz"):
-        return _load_npz(path, task)
-    return _load_csv(path, target, task, header)
-
-
-def _load_npz(path: str, task: str) -> Dataset:
+    data = _read_regular(path)
+    if data[:4] == b"PK\x03\x04" or path.endswith(".npz"):
+        return _load_npz(path, data, task)
+    if data[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: the file is gzip-compressed; decompress it first (gunzip)")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text CSV file (byte {exc.start} is not UTF-8; binary or compressed?)") from None
+    if "\0" in text:
+        raise DataError(f"{path}: not a text CSV file (it holds NUL bytes; binary?)")
+    return _load_csv(path, text, target, task, header, quote)
+
+
+def _load_npz(path: str, data: bytes, task: str) -> Dataset:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
             if "X" not in f or "y" not in f:
-                raise DataError(f"{path}: an NPZ file needs arrays 'X' and 'y'; found {sorted(f.files)}")
+                raise DataError(f"{path}: an NPZ file needs arrays 'X' and 'y'; found {len(f.files)} other array(s)")
             X, y = np.asarray(f["X"]), np.asarray(f["y"])
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read NPZ file ({exc})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read NPZ file ({type(exc).__name__})") from None
+    except Exception as exc:  # zipfile's own errors (BadZipFile, ...)
+        raise DataError(f"{path}: cannot read NPZ file ({type(exc).__name__})") from None
     if X.dtype.kind not in "biuf":
         raise DataError(f"{path}: 'X' must be numeric; found dtype {X.dtype}")
+    if y.dtype.kind not in "biufU":
+        raise DataError(f"{path}: 'y' must be numbers or text; found dtype {y.dtype}")
     return _finish(os.path.basename(path), X.astype(np.float64), y, task, [])
 
 
-def _load_csv(path: str, target, task: str, header: str) -> Dataset:
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+def _load_csv(path: str, text: str, target, task: str, header: str, quote: bool = True) -> Dataset:
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r and any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     first = rows[0]
@@ -222,41 +268,53 @@ def _load_csv(path: str, target, task: str, header: str) -> Dataset:
         except ValueError:
             return False
 
+    def show(value) -> str:
+        return repr(value) if quote else "(value not shown)"
+
     has_header = header == "yes" or (header == "auto" and not all(numeric(c) for c in first[:-1]))
     names = [c.strip() for c in first] if has_header else [f"col{i}" for i in range(len(first))]
     body = rows[1:] if has_header else rows
     if not body:
         raise DataError(f"{path}: the file has a header but no data rows")
     width = len(names)
+    if width < 2:
+        raise DataError(f"{path}: need at least one feature column and a target column; found {width} column(s)")
     for n, r in enumerate(body, start=2 if has_header else 1):
         if len(r) != width:
             raise DataError(f"{path}, line {n}: expected {width} columns, found {len(r)}")
     if target is None:
         t = width - 1
     elif isinstance(target, int) or (isinstance(target, str) and target.lstrip("-").isdigit()):
-        t = int(target) % width
+        t = int(target)
+        if not -width <= t < width:
+            raise DataError(f"{path}: --target {t} is out of range; the file has {width} columns "
+                            f"(0..{width - 1}, or -1..-{width} from the end)")
+        t %= width
     elif target in names:
         t = names.index(target)
     else:
-        raise DataError(f"{path}: no target column {target!r}; columns are {names}")
+        raise DataError(f"{path}: no target column {target!r}; "
+                        + (f"columns are {names}" if quote else f"the file has {width} columns"))
     feats = [i for i in range(width) if i != t]
     X = np.empty((len(body), len(feats)))
     for n, r in enumerate(body):
+        line = n + (2 if has_header else 1)
+        if not r[t].strip():
+            raise DataError(f"{path}, line {line}: the target cell is empty (remove the row or fill it in)")
         for j, i in enumerate(feats):
             try:
                 X[n, j] = float(r[i])
             except ValueError:
-                line = n + (2 if has_header else 1)
                 raise DataError(
-                    f"{path}, line {line}, column {names[i]!r}: {r[i]!r} is not a number "
+                    f"{path}, line {line}, column {names[i]!r if quote else i + 1}: {show(r[i])} is not a number "
                     "(encode categorical features numerically first)"
                 ) from None
     y_raw = [r[t].strip() for r in body]
     y = np.array([float(v) for v in y_raw]) if all(numeric(v) for v in y_raw) else np.array(y_raw)
-    return _finish(os.path.basename(path), X, y, task, [names[i] for i in feats])
+    return _finish(os.path.basename(path), X, y, task, [names[i] for i in feats], quote)
 
 
-def _finish(name: str, X: np.ndarray, y: np.ndarray, task: str, feature_names) -> Dataset:
+def _finish(name: str, X: np.ndarray, y: np.ndarray, task: str, feature_names, quote: bool = True) -> Dataset:
     if X.ndim != 2:
         raise DataError(f"{name}: inputs must be 2-D; got shape {X.shape}")
     if len(X) != len(y):
@@ -270,6 +328,7 @@ def _finish(name: str, X: np.ndarray, y: np.ndarray, task: str, feature_names) -
     if task == "classification":
         classes = np.unique(y)
         if len(classes) < 2:
-            raise DataError(f"{name}: the target has a single class ({classes[0]!r}); need at least two")
+            raise DataError(f"{name}: the target has a single class"
+                            + (f" ({classes[0]!r})" if quote else "") + "; need at least two")
         return Dataset(name, X, y, classes=classes, feature_names=feature_names)
     return Dataset(name, X, y.astype(np.float64), task="regression", feature_names=feature_names)

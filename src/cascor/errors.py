@@ -36,3 +36,7 @@ class IncompatibleSnapshotError(SnapshotError):
 
 class UnsafeSnapshotError(SnapshotError):
     """The file uses HDF5 features cascor refuses to follow (links out, external storage, ...)."""
+
+
+class RunDirectoryError(SnapshotError):
+    """A run directory is in use, holds another run, or has nothing to resume from."""

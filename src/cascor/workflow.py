@@ -15,8 +15,8 @@ import numpy as np
 
 from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
-from .datasets import Dataset, decode_outputs, encode_targets, load_dataset, load_file
-from .errors import DataError
+from .datasets import DATASET_NAMES, Dataset, decode_outputs, encode_targets, load_dataset, load_file
+from .errors import CascorError, DataError
 
 
 def load_data(dataset: str | None = None, data: str | None = None, target: str | None = None) -> tuple[Dataset, dict]:
@@ -28,12 +28,42 @@ def load_data(dataset: str | None = None, data: str | None = None, target: str |
     return load_file(data, target=target), {"file": os.path.abspath(data), "target": target}
 
 
-def load_source(source: dict | None) -> Dataset:
+def load_source(source: dict | None, *, trusted: bool = False, where: str = "this snapshot") -> Dataset:
+    """The training data a snapshot records. A snapshot may come from anyone, so what it
+    records is only a hint: a built-in dataset name is safe to follow (names resolve through
+    a closed registry); a recorded *file* is read only when ``trusted`` (the snapshot lies in
+    its own run directory), never when it is not an absolute path to a regular file, and
+    its content never appears in an error message."""
     if not source:
-        raise DataError("this snapshot does not record its training data; pass --dataset or --data")
+        raise DataError(f"{where} does not record its training data; pass --dataset or --data")
+    if not isinstance(source, dict):
+        raise DataError(f"{where} records its training data in an unknown form; pass --dataset or --data")
     if "dataset" in source:
-        return load_dataset(source["dataset"])
-    return load_file(source["file"], target=source.get("target"))
+        name = source["dataset"]
+        if not isinstance(name, str) or name not in DATASET_NAMES:
+            raise DataError(f"{where} names an unknown dataset; pass --dataset or --data")
+        return load_dataset(name)
+    path, target = source.get("file"), source.get("target")
+    if not isinstance(path, str) or not (target is None or isinstance(target, str)):
+        raise DataError(f"{where} records its training data in an unknown form; pass --dataset or --data")
+    shown = printable(path)
+    if not trusted:
+        hint = f" --target {printable(target)}" if target is not None else ""
+        raise DataError(f"{where} records its training data as {shown}; cascor reads a recorded file only for a "
+                        f"snapshot in its own run directory: pass --data {shown}{hint} to use it")
+    if not os.path.isabs(path) or os.path.normpath(path) != path:
+        raise DataError(f"{where} records a data path that is not absolute and normalised ({shown}); pass --data")
+    return load_file(path, target=target, quote=False)
+
+
+def source_trusted(snapshot_path: str, run_id: str) -> bool:
+    """A snapshot is in its own run directory: the directory's run.json names the snapshot's run."""
+    from .snapshot.rundir import read_owner
+
+    try:
+        return read_owner(os.path.dirname(os.path.realpath(snapshot_path))) == run_id
+    except CascorError:
+        return False
 
 
 def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str]) -> CascorConfig:
@@ -79,16 +109,35 @@ def score(network, targets: dict, X, y) -> dict:
     return {"rmse": rmse, "r2": 1.0 - rmse**2 / var if var > 0 else float("nan")}
 
 
-def backend_from(recorded: dict | None, override: dict):
-    """The backend to use: the command line's choice, else what the snapshot recorded."""
+def backend_from(recorded: dict | None, override: dict, warn=None):
+    """The backend to use: the command line's choice, else what the snapshot recorded.
+
+    What a snapshot records is a stranger's hint: a recorded scheduler address is never
+    connected to (a Dask client unpickles what its scheduler sends) unless the user names it
+    with --scheduler, and a recorded worker count is capped by this machine's cores."""
     from .parallel import make_backend
 
-    recorded = recorded or {"name": "local"}
-    name = override.get("backend") or (override.get("scheduler") and "dask") or recorded.get("name") or "local"
-    same = name == recorded.get("name")
-    workers = override.get("workers") or (recorded.get("workers") if same else None)
-    scheduler = override.get("scheduler") or (recorded.get("scheduler") if same else None)
-    return make_backend(name, workers=workers, scheduler=scheduler)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    rec_name = recorded.get("name") if recorded.get("name") in ("local", "processes", "dask", "auto") else "local"
+    if recorded.get("scheduler") and not override.get("scheduler") and not override.get("backend"):
+        if warn is not None:
+            warn(f"the snapshot was trained on the Dask cluster at {printable(recorded['scheduler'])}; "
+                 "not connecting to it (pass --scheduler ADDR to use a cluster); training in this process")
+        rec_name = "local"
+    name = override.get("backend") or (override.get("scheduler") and "dask") or rec_name
+    same = name == rec_name
+    workers = override.get("workers")
+    if workers is None and same:
+        rec_workers = recorded.get("workers")
+        if isinstance(rec_workers, int) and not isinstance(rec_workers, bool) and rec_workers > 0:
+            workers = min(rec_workers, os.cpu_count() or 1)
+    return make_backend(name, workers=workers, scheduler=override.get("scheduler"))
+
+
+def printable(text) -> str:
+    """``text`` quoted, with control characters and terminal escapes made visible (for strings
+    that come from a file: printed raw, they could drive the user's terminal)."""
+    return ascii(str(text)) if not str(text).isprintable() else repr(str(text))
 
 
 class StopRequest:
@@ -125,29 +174,54 @@ class RunOutcome:
     train_seconds: float
 
 
+def open_run_directory(out: str, echo=None):
+    """Create ``out`` if needed and lock it for this process (see :mod:`cascor.snapshot.rundir`)."""
+    from .errors import RunDirectoryError
+    from .snapshot.rundir import RunLock
+
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create run directory {out}: {exc.strerror or exc}") from None
+    return RunLock.acquire(out, echo=echo)
+
+
 def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None, checkpoint_every: int,
                   keep_last: int, callbacks=(), protect=(), counter: int = 0, parent_digest: str = "",
-                  backend: dict | None = None) -> RunOutcome:
-    """Run to the end (or to ``stop_after``), checkpointing into ``out``; always leaves a snapshot."""
+                  backend: dict | None = None, new_run: bool = True, lock=None) -> RunOutcome:
+    """Run to the end (or to ``stop_after``), checkpointing into ``out``; always leaves a snapshot.
+
+    ``out`` must be free (``new_run``) or hold this run already; it is locked for the run
+    (pass ``lock`` if the caller took it already, e.g. to choose the resume point)."""
     from .snapshot.manager import CheckpointManager, Retention
+    from .snapshot.rundir import claim
     from .trainer import run
 
-    os.makedirs(out, exist_ok=True)
-    manager = CheckpointManager(out, every=checkpoint_every, at_install=True, retention=Retention(keep_last=keep_last),
-                                protect=set(protect), backend=backend, data_source=data_source, counter=counter,
-                                parent_digest=parent_digest, background=True).start()
-    # The handler stays installed until the last snapshot is on disk: a second Ctrl-C or
-    # SIGTERM while it is written changes nothing, and the run still exits cleanly.
-    with StopRequest() as stop:
-        try:
-            t0 = time.perf_counter()
-            run(engine, stop_at_epoch=stop_after, callbacks=(*callbacks, manager, stop))
-            seconds = time.perf_counter() - t0 - manager.seconds
-            state = engine.state
-            # The last snapshot is written synchronously, after every pending background write.
-            path = manager.save(state, name="final.h5" if state.done else None, wait=True)
-        finally:
+    own_lock = lock is None
+    lock = lock or open_run_directory(out)
+    try:
+        claim(out, engine.state.run_id, new_run=new_run)
+        manager = CheckpointManager(out, every=checkpoint_every, at_install=True,
+                                    retention=Retention(keep_last=keep_last), protect=set(protect), backend=backend,
+                                    data_source=data_source, counter=counter, parent_digest=parent_digest,
+                                    background=True, lock=lock).start()
+        # The handler stays installed until the last snapshot is on disk: a second Ctrl-C or
+        # SIGTERM while it is written changes nothing, and the run still exits cleanly.
+        with StopRequest() as stop:
+            try:
+                t0 = time.perf_counter()
+                run(engine, stop_at_epoch=stop_after, callbacks=(*callbacks, manager, stop))
+                seconds = time.perf_counter() - t0 - manager.seconds
+                state = engine.state
+                # The last snapshot is written synchronously, after every pending background write.
+                path = manager.save(state, name="final.h5" if state.done else None, wait=True)
+            except BaseException:
+                manager.close(quiet=True)  # what was handed over still lands; the first error stands
+                raise
             manager.close()
+    finally:
+        if own_lock:
+            lock.release()
     return RunOutcome(engine, path, state.done, seconds)
 
 

@@ -25,22 +25,6 @@ from ..errors import SnapshotError
 from .codec import WireCursor
 
 
-def _read_exact(stream, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = stream.read(n - got)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _read_message(stream) -> bytes | None:
-    head = _read_exact(stream, 8)
-    return None if head is None else _read_exact(stream, int.from_bytes(head, "little"))
-
-
 def _write_message(stream, data: bytes) -> None:
     view = memoryview(len(data).to_bytes(8, "little") + data)
     while view:  # raw pipes may take a write in parts
@@ -97,6 +81,44 @@ class PolledInbox:
 
 FLUSH = {"flush": True}  # the job that asks the helper to write everything queued now
 
+# The trainer hands over at most this many snapshots that the helper has not yet reported:
+# at that point it waits (and asks for an immediate write). So the helper's backlog, and the
+# time from taking a checkpoint to its reaching the disk, stay bounded.
+MAX_PENDING = 64
+# A helper that neither accepts input nor reports a result for this long is stuck (a hung
+# filesystem, a stopped process): it is killed and the run falls back to synchronous saves.
+STALL_SECONDS = 60.0
+MAX_ERROR_CHARS = 1000  # a result stays small, so the helper's answers never fill the pipe
+
+
+def _superseded(queue: list[dict]) -> set[int]:
+    """Indexes of queued jobs that retention would delete as soon as the newer queued ones
+    are written: the helper skips writing them (same files on disk afterwards, less work).
+
+    Only periodic checkpoints (``ckpt-<epoch>.h5``) of a batch are candidates, and only under a
+    rule that deletes anything (the default, keep all, writes every checkpoint).
+    """
+    from .manager import CKPT_RE, Retention, SnapshotInfo, list_checkpoints, select_keep
+
+    last = queue[-1]
+    rule = Retention(**last["retention"])
+    if rule.keep_last <= 0 and rule.keep_best <= 0 and rule.keep_every <= 0:
+        return set()
+    directory = os.path.dirname(last["path"])
+    index = {}
+    try:
+        infos = list_checkpoints(directory, run_id=last.get("run_id"))
+    except OSError:
+        return set()
+    for k, job in enumerate(queue):
+        m = CKPT_RE.match(os.path.basename(job["path"]))
+        if m and os.path.dirname(job["path"]) == directory:
+            index[job["path"]] = k
+            infos.append(SnapshotInfo(job["path"], int(m.group(1)), last["metrics"].get(job["path"], float("nan"))))
+    protect = set(last["protect"])
+    keep = select_keep(infos, rule, protect)
+    return {k for path, k in index.items() if path not in keep}
+
 
 def serve(jobs: PolledInbox, results, *, interval: float = 0.02, quiet: float = 0.05, max_delay: float = 1.0) -> None:
     """The helper's loop: marshalled jobs in, one JSON result per snapshot out.
@@ -109,12 +131,16 @@ def serve(jobs: PolledInbox, results, *, interval: float = 0.02, quiet: float = 
     interleaved. The price: a checkpoint reaches the disk up to ``max_delay`` after it was
     taken (a crash of the whole machine in that window loses it; the previous ones are
     intact). ``flush`` in the training process sends FLUSH and waits, so a run's final
-    snapshot and every explicit wait are unaffected.
+    snapshot and every explicit wait are unaffected. The trainer keeps at most
+    :data:`MAX_PENDING` snapshots in flight, so a batch is small.
+
+    ``CASCOR_HELPER_DELAY=<seconds>`` slows every write (tests use it for a slow disk).
     """
     from .codec import WireMirror, finish, raw_from_wire
-    from .manager import Retention, apply_retention, point_latest
+    from .manager import Retention, apply_retention, point_latest, remember_run
     from .writer import write_snapshot
 
+    delay = float(os.environ.get("CASCOR_HELPER_DELAY") or 0.0)
     last_digest = None  # parent of the next snapshot: the helper writes them in order
     mirror = WireMirror()  # units and history rows the sender does not repeat
     queue: list[tuple[float, dict]] = []
@@ -135,19 +161,32 @@ def serve(jobs: PolledInbox, results, *, interval: float = 0.02, quiet: float = 
                 return
             time.sleep(0.0005 if jobs.partial else interval)
             continue
-        for _, job in queue:
+        batch = [job for _, job in queue]
+        try:
+            skip = _superseded(batch)
+        except Exception:  # retention is an optimisation here; writing everything is always right
+            skip = set()
+        for k, job in enumerate(batch):
             try:
-                arrays, attrs = finish(raw_from_wire(job["wire"], mirror))
-                if last_digest is not None:
-                    attrs["parent_digest"] = last_digest
-                digest = write_snapshot(job["path"], arrays, attrs)
-                last_digest = digest
-                directory = os.path.dirname(job["path"])
-                point_latest(directory, os.path.basename(job["path"]))
-                apply_retention(directory, Retention(**job["retention"]), job["metrics"], set(job["protect"]))
-                result = {"ok": True, "path": job["path"], "digest": digest}
+                raw = raw_from_wire(job["wire"], mirror)  # every message, so the mirror stays in step
+                if k in skip:
+                    result = {"ok": True, "path": job["path"], "digest": None, "skipped": True}
+                else:
+                    if delay:
+                        time.sleep(delay)
+                    arrays, attrs = finish(raw)
+                    if last_digest is not None:
+                        attrs["parent_digest"] = last_digest
+                    digest = write_snapshot(job["path"], arrays, attrs)
+                    last_digest = digest
+                    remember_run(job["path"], job.get("run_id"))
+                    directory = os.path.dirname(job["path"])
+                    point_latest(directory, os.path.basename(job["path"]))
+                    apply_retention(directory, Retention(**job["retention"]), job["metrics"], set(job["protect"]),
+                                    run_id=job.get("run_id"))
+                    result = {"ok": True, "path": job["path"], "digest": digest}
             except Exception as exc:  # reported to the training process
-                result = {"ok": False, "path": job["path"], "error": str(exc)}
+                result = {"ok": False, "path": job["path"], "error": str(exc)[:MAX_ERROR_CHARS]}
             try:
                 _write_message(results, json.dumps(result).encode())
             except BrokenPipeError:
@@ -156,7 +195,7 @@ def serve(jobs: PolledInbox, results, *, interval: float = 0.02, quiet: float = 
 
 
 def _widen(fd: int) -> None:
-    """Let one job (typically tens of KB) fit in the pipe so that sending never waits for the helper."""
+    """Let one job (typically tens of KB) fit in the pipe, so that sending rarely waits for the helper."""
     try:
         import fcntl
 
@@ -165,102 +204,179 @@ def _widen(fd: int) -> None:
         pass
 
 
+class WriterLost(SnapshotError):
+    """The helper process died or is stuck. The caller saves synchronously from then on."""
+
+
 class BackgroundWriter:
-    """One helper process (it chains each snapshot's parent digest to the one it wrote before) (``python -m cascor.snapshot.background``) fed through its stdin.
+    """One helper process (``python -m cascor.snapshot.background``) fed through its stdin; it
+    chains each snapshot's parent digest to the one it wrote before.
 
     A plain subprocess rather than multiprocessing: fork would make the training process pay
     copy-on-write faults for the rest of the run, and spawn re-imports the user's main module.
     No threads in the training process either: they would contend for the GIL every epoch.
+
+    Neither side can block the other for good: the trainer writes to a non-blocking pipe and,
+    whenever it must wait (the pipe is full, or :data:`MAX_PENDING` snapshots are in flight),
+    it reads the helper's answers while it waits, and it gives up on a helper that is dead or
+    has made no progress for :data:`STALL_SECONDS` (:class:`WriterLost`). ``inherit_fds`` are
+    passed to the helper (the run directory's lock: it stays held while the helper writes).
     """
 
-    def __init__(self):
-        # Unbuffered: select() on the pipe must see every byte not yet read (no read-ahead).
+    def __init__(self, inherit_fds: tuple[int, ...] = ()):
         # Its own session: Ctrl-C in a terminal (SIGINT to the whole foreground group) must reach
         # only the trainer, which then saves through this helper; the helper ends at EOF.
         self._proc = subprocess.Popen([sys.executable, "-m", "cascor.snapshot.background"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, close_fds=True, bufsize=0, start_new_session=True)
-        _widen(self._proc.stdin.fileno())
+                                      stdout=subprocess.PIPE, close_fds=True, pass_fds=inherit_fds, bufsize=0,
+                                      start_new_session=True)
+        self._in = self._proc.stdin.fileno()
+        _widen(self._in)
+        os.set_blocking(self._in, False)
+        self._answers = PolledInbox(self._proc.stdout.fileno())
         self._poll = select.poll()  # registered once: a save only pays one poll(0) call
         self._poll.register(self._proc.stdout.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         self._pending = 0
         self._errors: list[str] = []
         self.cursor = WireCursor()  # pass to take_wire: what the helper already holds
         self.last_digest: str | None = None  # content digest of the newest snapshot written
+        self.last_path: str | None = None  # the newest snapshot the helper reported written
+        self.stall_seconds = STALL_SECONDS
+        self.max_pending = MAX_PENDING
 
-    def submit(self, path: str, wire: dict, retention: dict, metrics: dict, protect: set[str]) -> bool:
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def pending(self) -> int:
+        """Snapshots handed over whose outcome is not known yet."""
+        return self._pending
+
+    def submit(self, path: str, wire: dict, retention: dict, metrics: dict, protect: set[str],
+               run_id: str | None = None) -> bool:
         """Queue a snapshot for ``path`` of ``wire`` (:func:`cascor.snapshot.codec.take_wire`).
 
         Its buffers are copied into the message here, so they may be the live state's; all
         encoding beyond that happens in the helper. Returns False, queueing nothing, when the
         state holds a value marshal cannot ship (e.g. a NumPy scalar a user put in
         ``state.targets``): the caller then saves synchronously, where JSON takes it.
+        Raises :class:`WriterLost` when the helper is gone, SnapshotError when a save failed.
         """
-        self._drain(block=False)
+        self._collect()
         self.raise_errors()
+        if self._pending >= self.max_pending:
+            self._wait(self.max_pending // 2)
+            self.raise_errors()
         try:
             data = encode_job({"path": path, "wire": wire, "retention": retention, "metrics": metrics,
-                               "protect": sorted(protect)})
+                               "protect": sorted(protect), "run_id": run_id})
         except ValueError:
             self.cursor = WireCursor()  # this message never left: the next one starts afresh
             return False
-        try:
-            _write_message(self._proc.stdin, data)
-        except OSError as exc:
-            raise SnapshotError(f"the snapshot writer process is gone ({exc})") from None
+        self._send(data)
         self._pending += 1
         return True
+
+    # -- the trainer's side of the pipes: never an unbounded wait ----------------------------
+    def _lost(self, why: str) -> WriterLost:
+        self.cursor = WireCursor()
+        lost, self._pending = self._pending, 0
+        if self._proc.poll() is None:
+            self._proc.kill()
+        return WriterLost(f"the snapshot writer process {why}"
+                          + (f"; {lost} checkpoint(s) handed to it may not have been written" if lost else ""))
+
+    def _send(self, data: bytes) -> None:
+        view = memoryview(len(data).to_bytes(8, "little") + data)
+        waiting = poll = None
+        while view:
+            try:
+                view = view[os.write(self._in, view):]
+                waiting = None
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise self._lost(f"is gone ({exc.strerror or exc})") from None
+            # The pipe is full: the helper is busy writing. Take its answers meanwhile, so that
+            # it can never be blocked on us while we are blocked on it.
+            now = time.monotonic()
+            waiting = waiting or now
+            if poll is None:
+                poll = select.poll()
+                poll.register(self._in, select.POLLOUT)
+                poll.register(self._proc.stdout.fileno(), select.POLLIN)
+            poll.poll(200)
+            if self._collect():
+                waiting = time.monotonic()
+            self._check_alive(waiting)
+
+    def _check_alive(self, since: float) -> None:
+        if self._answers.eof or self._proc.poll() is not None:
+            raise self._lost("exited unexpectedly")
+        if time.monotonic() - since > self.stall_seconds:
+            raise self._lost(f"made no progress for {self.stall_seconds:.0f} s (killed)")
+
+    def _collect(self) -> bool:
+        """Take every answer available now (never waits); True if there was one."""
+        if not self._ready(0.0):
+            return False
+        messages = self._answers.poll()
+        for message in messages:
+            result = json.loads(message.decode())
+            self._pending = max(0, self._pending - 1)
+            if result["ok"]:
+                if not result.get("skipped"):
+                    self.last_digest, self.last_path = result["digest"], result["path"]
+            else:
+                self._errors.append(result["error"])
+        return bool(messages)
 
     def _ready(self, timeout: float) -> bool:
         return bool(self._poll.poll(timeout * 1000.0))
 
-    def _drain(self, block: bool) -> None:
-        while self._pending and (block or self._ready(0.0)):
-            if block and not self._ready(1.0):
-                if self._proc.poll() is not None:
-                    self._errors.append("the snapshot writer process died")
-                    self._pending = 0
+    def _wait(self, at_most: int) -> None:
+        """Wait until no more than ``at_most`` snapshots are in flight (asking for an immediate write)."""
+        if self._pending <= at_most:
+            return
+        self._send(encode_job(FLUSH))
+        since = time.monotonic()
+        while self._pending > at_most:
+            if self._ready(0.5) and self._collect():
+                since = time.monotonic()
                 continue
-            message = _read_message(self._proc.stdout)
-            if message is None:
-                self._errors.append("the snapshot writer process exited unexpectedly")
-                self._pending = 0
-                return
-            result = json.loads(message.decode())
-            self._pending -= 1
-            if result["ok"]:
-                self.last_digest = result["digest"]
-            else:
-                self._errors.append(result["error"])
+            self._check_alive(since)
 
     def raise_errors(self) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
-            raise SnapshotError("; ".join(errors))
+            more = f" (and {len(errors) - 1} more failed save(s))" if len(errors) > 1 else ""
+            raise SnapshotError(errors[0] + more)
 
     def flush(self) -> None:
         """Wait until every submitted snapshot is on disk; raise the first failure."""
-        if self._pending:
-            try:
-                _write_message(self._proc.stdin, encode_job(FLUSH))
-            except OSError:
-                pass  # a dead helper is reported by the drain below
-        self._drain(block=True)
+        self._collect()
+        self._wait(0)
         self.raise_errors()
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc.stdout.close()
+            self.terminate()
+
+    def terminate(self) -> None:
+        """Close the pipe and reap the helper (killed if it does not end within 10 s)."""
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
 
 
 def _yield_to_training() -> None:

@@ -54,13 +54,45 @@ def select_keep(infos: list[SnapshotInfo], rule: Retention, protect: set[str] = 
     return keep
 
 
-def list_checkpoints(directory: str) -> list[SnapshotInfo]:
+def list_checkpoints(directory: str, run_id: str | None = None) -> list[SnapshotInfo]:
+    """The ``ckpt-*.h5`` files of ``directory`` (only run ``run_id``'s, when given), oldest first."""
     out = []
     for name in os.listdir(directory):
         m = CKPT_RE.match(name)
         if m:
-            out.append(SnapshotInfo(os.path.join(directory, name), int(m.group(1))))
+            path = os.path.join(directory, name)
+            if run_id is None or run_of(path) == run_id:
+                out.append(SnapshotInfo(path, int(m.group(1))))
     return sorted(out, key=lambda i: i.epoch)
+
+
+_RUN_OF: dict[tuple, str | None] = {}  # (path, inode, mtime, size) -> run_id (None: does not verify)
+
+
+def run_of(path: str) -> str | None:
+    """The run a snapshot file belongs to (None if it does not verify); cached per file version."""
+    from . import inspect as inspect_snapshot
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _RUN_OF:
+        try:
+            _RUN_OF[key] = inspect_snapshot(path)["run_id"]
+        except SnapshotError:
+            _RUN_OF[key] = None
+    return _RUN_OF[key]
+
+
+def remember_run(path: str, run_id: str) -> None:
+    """Record that this process wrote ``path`` for ``run_id`` (no need to read it back)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    _RUN_OF[(path, st.st_ino, st.st_mtime_ns, st.st_size)] = run_id
 
 
 def point_latest(directory: str, target_name: str) -> None:
@@ -79,13 +111,18 @@ def point_latest(directory: str, target_name: str) -> None:
         atomic_copy(os.path.join(directory, target_name), link)
 
 
-def apply_retention(directory: str, rule: Retention, metrics: dict[str, float], protect: set[str]) -> list[str]:
-    """Delete the checkpoints of ``directory`` that ``rule`` does not keep; never the one ``latest`` names."""
+def apply_retention(directory: str, rule: Retention, metrics: dict[str, float], protect: set[str],
+                    run_id: str | None = None) -> list[str]:
+    """Delete the checkpoints of ``directory`` (run ``run_id``'s only, when given) that ``rule``
+    does not keep; never the one ``latest`` names. Paths compare by their real path, and a
+    file someone else removed first is no error."""
+    directory = os.path.realpath(directory)
     link = os.path.join(directory, "latest.h5")
+    protect = {os.path.realpath(p) for p in protect}
     if os.path.islink(link):
-        protect = set(protect) | {os.path.abspath(os.path.realpath(link))}
-    infos = [SnapshotInfo(os.path.abspath(i.path), i.epoch, metrics.get(os.path.abspath(i.path), float("nan")))
-             for i in list_checkpoints(directory)]
+        protect.add(os.path.realpath(link))
+    infos = [SnapshotInfo(i.path, i.epoch, metrics.get(i.path, float("nan")))
+             for i in list_checkpoints(directory, run_id)]
     keep = select_keep(infos, rule, protect)
     removed = []
     for info in infos:
@@ -93,6 +130,8 @@ def apply_retention(directory: str, rule: Retention, metrics: dict[str, float], 
             try:
                 os.remove(info.path)
                 removed.append(info.path)
+            except FileNotFoundError:
+                pass
             except OSError as exc:
                 raise SnapshotError(f"cannot prune {info.path}: {exc.strerror}") from exc
     return removed
@@ -103,21 +142,30 @@ class CheckpointManager:
 
     With ``background=True`` checkpoints are written by a helper process (see
     :mod:`cascor.snapshot.background`); call :meth:`close` (or save a named final snapshot,
-    which waits for them) before relying on the files.
+    which waits for them) before relying on the files. If the helper dies or gets stuck, the
+    manager warns once and saves synchronously from then on.
+
+    A save that fails (a full disk, a read-only directory) raises :class:`CheckpointError`
+    naming the directory, the cause and the last good snapshot: the run stops there rather
+    than train on without checkpoints. ``lock`` (a :class:`~cascor.snapshot.rundir.RunLock`)
+    is handed to the helper, so the directory stays locked until its last write.
     """
 
     def __init__(self, directory: str, *, every: int = 0, at_install: bool = True, at_phase_end: bool = False,
                  retention: Retention = Retention(), protect: set[str] = frozenset(), backend: dict | None = None,
                  data_source: dict | None = None, counter: int = 0, parent_digest: str = "",
-                 background: bool = False):
-        os.makedirs(directory, exist_ok=True)
+                 background: bool = False, lock=None):
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise SnapshotError(f"cannot create run directory {directory}: {exc.strerror or exc}") from None
         self.directory = directory
-        self._abs_directory = os.path.abspath(directory)
+        self._abs_directory = os.path.realpath(directory)
         self.every = every
         self.at_install = at_install
         self.at_phase_end = at_phase_end
         self.retention = retention
-        self.protect = {os.path.abspath(p) for p in protect}
+        self.protect = {os.path.realpath(p) for p in protect}
         self.backend = backend
         self.data_source = data_source
         self.counter = counter
@@ -125,8 +173,10 @@ class CheckpointManager:
         self.metrics: dict[str, float] = {}
         self.seconds = 0.0  # time spent saving, so callers can report pure training time
         self.saved: list[str] = []
+        self.last_good: str | None = None  # the newest snapshot known to be on disk
         self._last_phase: str | None = None
         self._background = background
+        self._lock = lock
         self._writer = None  # started on the first background save
 
     def __call__(self, engine, event: str) -> None:
@@ -148,7 +198,8 @@ class CheckpointManager:
         if self._background and self._writer is None:
             from .background import BackgroundWriter
 
-            self._writer = BackgroundWriter()
+            fds = (self._lock.fd,) if self._lock is not None and self._lock.fd >= 0 else ()
+            self._writer = BackgroundWriter(inherit_fds=fds)
         return self
 
     def epochs_until_due(self, state) -> int | None:
@@ -160,6 +211,22 @@ class CheckpointManager:
     def save(self, state, name: str | None = None, wait: bool = False) -> str:
         """Save now. With ``wait`` (or without a background writer) the file is on disk when this
         returns, after every pending background write."""
+        try:
+            return self._save(state, name, wait)
+        except SnapshotError as exc:
+            raise CheckpointError(f"{exc}; training stopped at epoch {state.counters.epoch}; "
+                                  + (f"the last good snapshot is {self._newest_good()}" if self._newest_good()
+                                     else "no snapshot of this run reached the disk")) from None
+
+    def _newest_good(self) -> str | None:
+        """A synchronous save resets the writer's ``last_path``, so whichever is set is newer."""
+        if self._writer is not None and self._writer.last_path is not None:
+            return self._writer.last_path
+        return self.last_good
+
+    def _save(self, state, name: str | None, wait: bool) -> str:
+        from .background import WriterLost
+
         t0 = time.perf_counter()
         name = name or f"ckpt-{state.counters.epoch:08d}.h5"
         path = os.path.join(self._abs_directory, name)
@@ -170,27 +237,77 @@ class CheckpointManager:
         queued = False
         if self._background and not wait:
             self.start()
-            # Live buffers, no clones: submit copies them into the pipe before this returns.
-            queued = self._writer.submit(path, take_wire(state, cursor=self._writer.cursor, **ids),
-                                         self.retention.__dict__, self.metrics, self.protect)
+            try:
+                # Live buffers, no clones: submit copies them into the pipe before this returns.
+                queued = self._writer.submit(path, take_wire(state, cursor=self._writer.cursor, **ids),
+                                             self.retention.__dict__, self.metrics, self.protect, state.run_id)
+            except WriterLost as exc:
+                self._fall_back(exc)
         if not queued:
             arrays, attrs = finish(take(state, copy=False, **ids))
             if self._writer is not None:
-                self._writer.flush()
-                if self._writer.last_digest is not None:
-                    self.parent_digest = attrs["parent_digest"] = self._writer.last_digest
+                try:
+                    self._writer.flush()
+                except WriterLost as exc:
+                    self._fall_back(exc)
+                else:
+                    if self._writer.last_digest is not None:
+                        self.parent_digest = attrs["parent_digest"] = self._writer.last_digest
             self.parent_digest = write_snapshot(path, arrays, attrs)
-            point_latest(self.directory, name)
-            self.prune()
+            remember_run(path, state.run_id)
+            point_latest(self._abs_directory, name)
+            self.last_good = path
+            if self._writer is not None:
+                self._writer.last_path = None  # this synchronous save is newer than anything it wrote
+            self.prune(state.run_id)
         self.saved.append(path)
         self.seconds += time.perf_counter() - t0
         return path
 
-    def prune(self) -> list[str]:
-        return apply_retention(self.directory, self.retention, self.metrics, self.protect)
+    def _fall_back(self, exc: Exception) -> None:
+        """The helper is gone: warn once, save synchronously from now on."""
+        import warnings
 
-    def close(self) -> None:
-        """Wait for background writes and stop the helper process."""
+        writer, self._writer, self._background = self._writer, None, False
+        if writer is not None and writer.last_path is not None:
+            self.last_good = writer.last_path
+        warnings.warn(f"{exc}; saving checkpoints synchronously from now on", RuntimeWarning, stacklevel=3)
+        if writer is not None:
+            try:
+                writer.terminate()
+            except OSError:
+                pass
+
+    def prune(self, run_id: str | None = None) -> list[str]:
+        return apply_retention(self._abs_directory, self.retention, self.metrics, self.protect, run_id)
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for background writes and stop the helper process. ``quiet``: report nothing
+        (the caller is already failing with the error that matters)."""
         if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
+            from .background import WriterLost
+
+            writer = self._writer
+            try:
+                writer.flush()
+            except WriterLost as exc:
+                if quiet:
+                    self._writer = None
+                    writer.terminate()
+                else:
+                    self._fall_back(exc)
+                return
+            except SnapshotError as exc:
+                self._writer = None
+                writer.terminate()
+                if quiet:
+                    return
+                raise CheckpointError(f"{exc}; the last good snapshot is {self._newest_good() or 'none'}") from None
+            self._writer = None
+            if writer.last_path is not None:
+                self.last_good = writer.last_path
+            writer.terminate()
+
+
+class CheckpointError(SnapshotError):
+    """A checkpoint could not be written; training stopped (the previous snapshots are intact)."""

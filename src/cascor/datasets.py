@@ -306,7 +306,7 @@ def _load_csv(path: str, text: str, target, task: str, header: str, quote: bool 
                 X[n, j] = float(r[i])
             except ValueError:
                 raise DataError(
-                    f"{path}, line {line}, column {names[i]!r if quote else i + 1}: {show(r[i])} is not a number "
+                    f"{path}, line {line}, column {repr(names[i]) if quote else i + 1}: {show(r[i])} is not a number "
                     "(encode categorical features numerically first)"
                 ) from None
     y_raw = [r[t].strip() for r in body]

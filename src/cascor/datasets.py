@@ -241,9 +241,9 @@ def _load_npz(path: str, data: bytes, task: str) -> Dataset:
             if "X" not in f or "y" not in f:
                 raise DataError(f"{path}: an NPZ file needs arrays 'X' and 'y'; found {len(f.files)} other array(s)")
             X, y = np.asarray(f["X"]), np.asarray(f["y"])
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read NPZ file ({type(exc).__name__})") from None
-    except Exception as exc:  # zipfile's own errors (BadZipFile, ...)
+    except DataError:
+        raise
+    except Exception as exc:  # zipfile's and NumPy's own errors (BadZipFile, ValueError, ...)
         raise DataError(f"{path}: cannot read NPZ file ({type(exc).__name__})") from None
     if X.dtype.kind not in "biuf":
         raise DataError(f"{path}: 'X' must be numeric; found dtype {X.dtype}")

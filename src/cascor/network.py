@@ -32,7 +32,7 @@ def unit_column(values: Tensor, unit: HiddenUnit) -> Tensor:
     Training (install) and inference share this one function so cached and recomputed
     columns are bit-identical.
     """
-    net = torch.mv(values, unit.weights)
+    net = torch.mv(values, unit.weights.to(values.dtype))  # .to: a no-op in training (float32)
     if unit.steepness != 1.0:
         net.mul_(unit.steepness)
     out = torch.empty_like(net)
@@ -79,10 +79,14 @@ class CascadeNetwork:
         self.units.append(unit)
 
     # -- inference -----------------------------------------------------------------
-    def values(self, X: Tensor) -> Tensor:
-        """Every pattern's values row [N, fan_in] (bias, inputs, hidden units)."""
-        X = torch.as_tensor(X, dtype=torch.float32)
-        vals = torch.empty(X.shape[0], self.fan_in)
+    def values(self, X: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Every pattern's values row [N, fan_in] (bias, inputs, hidden units).
+
+        ``dtype=torch.float64`` evaluates in double precision: the estimators predict that way,
+        so a row's prediction does not depend on the batch it came in (float32 matrix kernels
+        sum in a batch-size-dependent order; the difference, ~1e-5, is far above float64's)."""
+        X = torch.as_tensor(X, dtype=dtype)
+        vals = torch.empty(X.shape[0], self.fan_in, dtype=dtype)
         vals[:, 0] = 1.0
         vals[:, 1 : 1 + self.n_inputs] = X
         for k, unit in enumerate(self.units):
@@ -91,14 +95,14 @@ class CascadeNetwork:
         return vals
 
     def outputs_from_values(self, values: Tensor) -> Tensor:
-        net = values @ self.output_weights.t()
+        net = values @ self.output_weights.t().to(values.dtype)
         out = torch.empty_like(net)
         get_activation(self.output_activation).forward(net, out)
         return out
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """Output activations [N, O]."""
-        return self.outputs_from_values(self.values(X))
+        return self.outputs_from_values(self.values(X, dtype))
 
     __call__ = forward
 

@@ -111,7 +111,7 @@ class _CascorBase(BaseEstimator):
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         with torch.no_grad():
-            return self.network_(torch.as_tensor(X, dtype=torch.float32)).numpy().astype(np.float64)
+            return self.network_(torch.as_tensor(X), dtype=torch.float64).numpy()
 
     # -- snapshots -------------------------------------------------------------------------
     def save_snapshot(self, path: str) -> str:

@@ -255,7 +255,10 @@ def test_dask_streams_restart_after_epochs_computed_elsewhere(local_results):
             warnings.simplefilter("error")
             eng = _train(COV, backend, callbacks=[_EveryFifthEpoch()])
         assert _content(eng) == local_results["cov"]
-        assert backend.chunks["runner_start"] > eng.state.network.n_hidden + 1  # restarts inside rounds
+        # Each of the n_hidden rounds starts one stream; any more are restarts inside a round.
+        # (How many depends on where the patience rule cuts chunks, i.e. on the trajectory,
+        # which differs between CPUs whose float32 kernels differ: at least one, here.)
+        assert backend.chunks["runner_start"] > eng.state.network.n_hidden
     finally:
         backend.close()
 

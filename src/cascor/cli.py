@@ -18,12 +18,25 @@ import click
 from .errors import CascorError
 
 
+def _clean(text) -> str:
+    """``text`` with every control character (terminal escapes, newlines) shown as an escape:
+    whatever a file held reaches the terminal as visible text, on one line."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _echo(text, err: bool = False) -> None:
+    click.echo(_clean(text), err=err)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CascorError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _echo(f"error: {exc}", err=True)
             ctx.exit(1)
 
 
@@ -39,7 +52,7 @@ def _json_safe(obj):
 
 def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
     for line in lines:
-        click.echo(line)
+        _echo(line)
     if as_json:
         click.echo(json.dumps(_json_safe(summary), sort_keys=True))
 
@@ -163,7 +176,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_afte
 
 def _note(message: str) -> None:
     """A line for the user on stderr (stdout stays for results)."""
-    click.echo(message, err=True)
+    _echo(message, err=True)
 
 
 def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, **kw):
@@ -308,7 +321,7 @@ def _fail(msg: str, as_json: bool, path: str) -> None:
     if as_json:
         click.echo(json.dumps({"path": path, "valid": False, "error": msg}))
     else:
-        click.echo(f"INVALID {path}: {msg}", err=True)
+        _echo(f"INVALID {path}: {msg}", err=True)
     raise SystemExit(1)
 
 
@@ -329,7 +342,7 @@ def snapshot_inspect(path, as_json):
         return
     for key, value in info.items():
         if key != "config":
-            click.echo(f"{key:18} {value}")
+            _echo(f"{key:18} {value}")
     click.echo("config             " + json.dumps(info["config"], sort_keys=True))
 
 
@@ -352,9 +365,9 @@ def snapshot_verify(paths, as_json):
         if as_json:
             click.echo(json.dumps(result, sort_keys=True))
         elif result["valid"]:
-            click.echo(f"OK {path} {result['content_digest']}")
+            _echo(f"OK {path} {result['content_digest']}")
         else:
-            click.echo(f"INVALID {path}: {result['error']}", err=True)
+            _echo(f"INVALID {path}: {result['error']}", err=True)
     raise SystemExit(1 if bad else 0)
 
 
@@ -371,7 +384,7 @@ def snapshot_diff(a, b, as_json):
         click.echo(json.dumps(_json_safe(report), sort_keys=True))
     else:
         for line in report["lines"]:
-            click.echo(line)
+            _echo(line)
     raise SystemExit(0 if report["identical"] else 1)
 
 
@@ -412,10 +425,10 @@ def snapshot_list(directory, as_json):
     for r in rows:
         if r["valid"]:
             link = f" -> {r['link']}" if r["link"] else ""
-            click.echo(f"{r['name']:22} epoch {r['epoch']:>6}  units {r['hidden_units']:>3}  {r['phase']:10} "
-                       f"{r['status']:9} {r['content_digest'][:16]}{link}")
+            _echo(f"{r['name']:22} epoch {r['epoch']:>6}  units {r['hidden_units']:>3}  {r['phase']:10} "
+                  f"{r['status']:9} {r['content_digest'][:16]}{link}")
         else:
-            click.echo(f"{r['name']:22} INVALID: {r['error']}")
+            _echo(f"{r['name']:22} INVALID: {r['error']}")
 
 
 @snapshot.command("prune")
@@ -424,21 +437,41 @@ def snapshot_list(directory, as_json):
 @click.option("--keep-every", type=click.IntRange(min=0), default=0)
 @click.option("--json", "as_json", is_flag=True)
 def snapshot_prune(directory, keep_last, keep_every, as_json):
-    """Delete checkpoints outside the retention rule (never the newest or the one latest.h5 names)."""
-    from .snapshot.manager import Retention, list_checkpoints, select_keep
+    """Delete checkpoints outside the retention rule, run by run (never a run's newest, nor the
+    one latest.h5 names; files that do not verify are left alone)."""
+    from .snapshot.manager import Retention, list_checkpoints, run_of, select_keep
+    from .snapshot.rundir import RunLock
 
-    infos = [type(i)(os.path.abspath(i.path), i.epoch) for i in list_checkpoints(directory)]
-    link = os.path.join(directory, "latest.h5")
-    protect = {os.path.realpath(link)} if os.path.islink(link) else set()
-    keep = select_keep(infos, Retention(keep_last=keep_last, keep_every=keep_every), protect)
-    removed = [i.path for i in infos if i.path not in keep]
-    for p in removed:
-        os.remove(p)
+    directory = os.path.realpath(directory)
+    with RunLock.acquire(directory, wait_for_helper=0.0):
+        link = os.path.join(directory, "latest.h5")
+        protect = {os.path.realpath(link)} if os.path.islink(link) else set()
+        runs: dict[str, list] = {}
+        unverified = []
+        for info in list_checkpoints(directory):
+            run_id = run_of(info.path)
+            if run_id is None:
+                unverified.append(info.path)
+            else:
+                runs.setdefault(run_id, []).append(info)
+        rule = Retention(keep_last=keep_last, keep_every=keep_every)
+        keep, removed = set(unverified), []
+        for infos in runs.values():
+            kept = select_keep(infos, rule, protect)
+            keep |= kept
+            removed += [i.path for i in infos if i.path not in kept]
+        for p in removed:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
     if as_json:
-        click.echo(json.dumps({"removed": removed, "kept": sorted(keep)}))
+        click.echo(json.dumps({"removed": removed, "kept": sorted(keep), "unverified": unverified}))
     else:
         for p in removed:
-            click.echo(f"removed {p}")
+            _echo(f"removed {p}")
+        for p in unverified:
+            _echo(f"left alone (does not verify): {p}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -152,7 +152,13 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         if self.warm_start and hasattr(self, "classes_") and not np.array_equal(classes, self.classes_):
             raise DataError(f"warm_start: classes changed from {self.classes_!r} to {classes!r}")
         self.classes_ = classes
-        spec = ACTIVATION_SPECS[get_preset(self.preset).replace(**(self.overrides or {})).output_activation]
+        # A warm start continues the fitted run: its targets are encoded for *its* output
+        # activation (a snapshot's config may differ from this estimator's parameters).
+        if self.warm_start and hasattr(self, "state_"):
+            activation = self.state_.config.output_activation
+        else:
+            activation = get_preset(self.preset).replace(**(self.overrides or {})).output_activation
+        spec = ACTIVATION_SPECS[activation]
         Y = encode_targets(y, classes, spec.low, spec.high)
         targets = {"task": "classification", "classes": [c.item() if hasattr(c, "item") else c for c in classes]}
         return self._train(X.astype(np.float32), Y, targets)

@@ -90,20 +90,32 @@ class Channel:
             pass
 
 
+def check_token(channel: Channel, token: bytes, timeout: float = 10.0) -> bool:
+    """Read the first message and compare it with ``token`` in constant time. The whole read is
+    bounded by ``timeout`` (a peer that sends one byte and stalls is dropped, not waited on)."""
+    previous = channel.sock.gettimeout()
+    channel.sock.settimeout(timeout)
+    try:
+        presented = bytes(channel.recv_bytes(limit=len(token)))
+    except (EOFError, OSError, ValueError):
+        return False
+    finally:
+        try:
+            channel.sock.settimeout(previous)
+        except OSError:
+            pass
+    return hmac.compare_digest(presented, token)
+
+
 def serve(channel: Channel, runner, token: bytes | None = None) -> None:
     """Answer ``runner``'s requests until the driver closes the line or goes away.
 
     With ``token``, the first message must be that token (compared in constant time) before
     anything is unpickled.
     """
-    if token is not None:
-        try:
-            presented = bytes(channel.recv_bytes(limit=len(token))) if channel.poll(30) else b""
-        except (EOFError, OSError, ValueError):
-            presented = b""
-        if not hmac.compare_digest(presented, token):
-            channel.close()  # a stranger: nothing unpickled, the runner untouched
-            return
+    if token is not None and not check_token(channel, token):
+        channel.close()  # a stranger: nothing unpickled, the runner untouched
+        return
     try:
         while True:
             try:

@@ -14,7 +14,7 @@ import warnings
 
 from ..errors import ConfigError
 from .backends import NoWorkers, RunnerBackend
-from .channel import Channel, RunnerLink, serve
+from .channel import Channel, RunnerLink, check_token, serve
 from .runner import BlockRunner
 from .work import advance_blocks
 
@@ -299,20 +299,33 @@ class DaskBlockRunner(BlockRunner):
         threading.Thread(target=self._accept, args=(server, token), name="cascor-runner-line", daemon=True).start()
         return host, server.getsockname()[1]
 
-    def _accept(self, server: socket.socket, token: bytes) -> None:
-        sock = None
+    def _accept(self, server: socket.socket, token: bytes, window: float = 60.0) -> None:
+        """Serve the first connection that presents ``token`` within ``window`` seconds. Any other
+        connection (a port scanner, a stranger who connected first) is dropped after at most
+        10 s (TLS handshake, then the token read), and the line keeps waiting for the driver."""
+        deadline = time.monotonic() + window
         with server:
-            try:
-                sock, _ = server.accept()
-                sock.settimeout(30)  # a peer that never finishes the TLS handshake is dropped
-                if self._ssl is not None:
-                    sock = self._ssl.wrap_socket(sock, server_side=True)
-                sock.settimeout(None)
-            except (OSError, ssl.SSLError):
-                if sock is not None:
-                    sock.close()
-                return  # the driver uses actor calls then
-        serve(Channel(sock), self, token)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return  # the driver uses actor calls then
+                server.settimeout(remaining)
+                try:
+                    sock, _ = server.accept()
+                except OSError:
+                    return
+                try:
+                    sock.settimeout(10)
+                    if self._ssl is not None:
+                        sock = self._ssl.wrap_socket(sock, server_side=True)
+                    channel = Channel(sock)
+                    if check_token(channel, token):
+                        sock.settimeout(None)
+                        break
+                except (OSError, ssl.SSLError):
+                    pass
+                sock.close()
+        serve(channel, self)
 
 
 class _ActorLink:

@@ -46,8 +46,10 @@ def version_string(version: tuple[int, int] = FORMAT_VERSION) -> str:
 
 
 def parse_version(text: str) -> tuple[int, int]:
-    major, _, minor = str(text).partition(".")
-    return int(major), int(minor)
+    """'MAJOR.MINOR' in plain ASCII digits (no sign, no leading zeros); ValueError otherwise."""
+    from .schema import parse_version as strict
+
+    return strict(text)
 
 
 RUNTIME_PREFIX = "runtime/"
@@ -106,6 +108,16 @@ def expected_layout(meta: dict, config: dict, runtime: dict | None) -> dict[str,
     for i, n in enumerate(glob.get("torch_cuda", [])):
         layout[f"runtime/torch_cuda_{i}"] = (U1, (int(n),))
     return layout
+
+
+def working_bytes(meta: dict, config: dict) -> int:
+    """About how many bytes a run rebuilt from ``meta``/``config`` allocates up front: the
+    hidden-value cache, the output weights and their quickprop slots, and the candidate pool,
+    all sized for ``max_units``. Checked against the reader's limit before anything is built."""
+    I, O, P = int(meta["n_inputs"]), int(meta["n_outputs"]), int(meta["n_patterns"])
+    width = 1 + I + int(config["max_units"])
+    pool = int(config["pool_size"])
+    return 4 * (P * width + 3 * O * width + 3 * pool * width + 2 * P * O + 3 * pool * O)
 
 
 def tensor_digest(array: np.ndarray) -> str:

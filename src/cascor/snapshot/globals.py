@@ -76,5 +76,7 @@ def restore(glob: dict, arrays: dict[str, np.ndarray], numpy_generators: dict | 
                     raise SnapshotError("the snapshot holds CUDA RNG states but CUDA is not available here")
                 torch.cuda.set_rng_state_all([torch.from_numpy(arrays[f"runtime/torch_cuda_{i}"].copy())
                                               for i in range(len(glob["torch_cuda"]))])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SnapshotError(f"cannot restore the global RNG states: {exc!r}") from None
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a state the libraries refuse: OverflowError, RuntimeError, ... (schema-checked first)
+        raise SnapshotError(f"cannot restore the global RNG states: {type(exc).__name__}: {str(exc)[:200]}") from None

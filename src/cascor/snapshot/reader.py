@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 
 import h5py
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError, UnsafeSnapshotError
 from . import format as fmt
+from . import schema
 
 
 @dataclass(frozen=True)
@@ -48,36 +50,63 @@ class RawSnapshot:
 
 def _check_body_digest(path: str, limits: Limits) -> dict:
     try:
-        size = os.stat(path).st_size
+        # O_NONBLOCK: a FIFO named like a snapshot must not hang the reader; only regular files pass.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SnapshotError(f"snapshot {path} does not exist") from None
-    if size > limits.max_file_bytes:
-        raise UnsafeSnapshotError(f"{path}: file is {size} bytes, over the {limits.max_file_bytes}-byte limit")
-    with open(path, "rb") as fh:
-        block = fh.read(fmt.USERBLOCK_SIZE)
-        try:
-            header = fmt.parse_userblock(block)
-        except ValueError as exc:
-            raise CorruptSnapshotError(f"{path}: {exc}") from None
-        except Exception:
-            raise CorruptSnapshotError(f"{path}: unreadable snapshot header") from None
-        if header["size"] != size:
-            raise CorruptSnapshotError(
-                f"{path}: file is {size} bytes but its header says {header['size']} (truncated or appended to)"
-            )
-        h = hashlib.sha256()
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    except OSError as exc:
+        raise SnapshotError(f"cannot open snapshot {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SnapshotError(f"snapshot {path} is not a regular file")
+        size = st.st_size
+        if size > limits.max_file_bytes:
+            raise UnsafeSnapshotError(f"{path}: file is {size} bytes, over the {limits.max_file_bytes}-byte limit")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            block = fh.read(fmt.USERBLOCK_SIZE)
+            try:
+                header = fmt.parse_userblock(block)
+            except ValueError as exc:
+                raise CorruptSnapshotError(f"{path}: {exc}") from None
+            except Exception:
+                raise CorruptSnapshotError(f"{path}: unreadable snapshot header") from None
+            if header["size"] != size:
+                raise CorruptSnapshotError(
+                    f"{path}: file is {size} bytes but its header says {header['size']} (truncated or appended to)"
+                )
+            h = hashlib.sha256()
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if h.hexdigest() != header["sha256"]:
         raise CorruptSnapshotError(
             f"{path}: file body digest mismatch: expected sha256 {header['sha256']}, found {h.hexdigest()}"
         )
+    header["file_size"] = size
     return header
 
 
-def _walk(path: str, group: h5py.Group, prefix: str, found: dict) -> None:
+MAX_OBJECTS = 10_000  # a format 1.x file holds a few dozen
+MAX_DEPTH = 3  # 'runtime/torch_cpu' is the deepest name cascor writes
+
+
+def _walk(path: str, group: h5py.Group, prefix: str, found: dict, depth: int = 0) -> None:
+    """Every dataset under ``group``, checked. Bounded in depth and count, so a hard-link cycle
+    between groups (a group that contains itself) ends in a refusal, not a recursion error."""
+    if depth > MAX_DEPTH:
+        raise UnsafeSnapshotError(f"{path}: groups nested deeper than {MAX_DEPTH} levels at {prefix!r} "
+                                  "(a link cycle?); refused")
+    if len(group.attrs) and prefix:
+        raise UnsafeSnapshotError(f"{path}: group {prefix!r} has attributes; cascor writes none; refused")
     for name in group:
         full = f"{prefix}{name}"
+        if len(found) >= MAX_OBJECTS:
+            raise UnsafeSnapshotError(f"{path}: more than {MAX_OBJECTS} objects; refused")
         link = group.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             raise UnsafeSnapshotError(f"{path}: object {full!r} is an external link to {link.filename}:{link.path}; refused")
@@ -85,7 +114,7 @@ def _walk(path: str, group: h5py.Group, prefix: str, found: dict) -> None:
             raise UnsafeSnapshotError(f"{path}: object {full!r} is a soft link to {link.path!r}; refused")
         obj = group.get(name)
         if isinstance(obj, h5py.Group):
-            _walk(path, obj, full + "/", found)
+            _walk(path, obj, full + "/", found, depth + 1)
         elif isinstance(obj, h5py.Dataset):
             _check_dataset(path, full, obj)
             found[full] = obj
@@ -105,6 +134,20 @@ def _check_dataset(path: str, name: str, ds: h5py.Dataset) -> None:
         raise UnsafeSnapshotError(f"{path}: dataset {name!r} uses filters {filters}; cascor writes none; refused")
     if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT):
         raise UnsafeSnapshotError(f"{path}: dataset {name!r} has chunked layout; cascor writes contiguous data; refused")
+    if ds.id.get_type().committed():
+        raise UnsafeSnapshotError(f"{path}: dataset {name!r} uses a named (committed) datatype; cascor writes none; refused")
+    extra = sorted(set(ds.attrs) - {fmt.DIGEST_ATTR})
+    if extra:
+        raise CorruptSnapshotError(f"{path}: dataset {name!r} has unexpected attribute(s) {ascii(extra)[:80]}")
+    if ds.dtype.kind not in "fiub" or ds.dtype.itemsize > 8 or ds.ndim > 4:
+        raise CorruptSnapshotError(f"{path}: dataset {name!r} has dtype {ds.dtype.str} and {ds.ndim} dimension(s); "
+                                   "cascor writes numeric arrays of at most 2 dimensions")
+    # Declared sizes are a claim; the storage the file really holds is a fact. A dataset whose
+    # data was never written (or lies elsewhere) would make the reader allocate its declared size.
+    declared = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    if stored != declared:
+        raise CorruptSnapshotError(f"{path}: dataset {name!r} declares {declared} bytes but stores {stored}")
 
 
 def _dtype_str(ds: h5py.Dataset) -> str:
@@ -122,14 +165,19 @@ def _read_json(path: str, name: str, ds, limits: Limits):
     if expected != found:
         raise CorruptSnapshotError(f"{path}: {name!r} digest mismatch: expected {expected}, found {found}")
     try:
-        return fmt.decode_json(data), found
+        return schema.loads(np.asarray(data, dtype=np.uint8).tobytes().decode("utf-8")), found
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptSnapshotError(f"{path}: {name!r} is not valid JSON ({exc})") from None
+        raise CorruptSnapshotError(f"{path}: {name!r} is not valid JSON ({str(exc)[:120]})") from None
 
 
 def _attr(value):
+    """A root attribute as a plain value; anything but a scalar string or integer stays as it
+    is for the schema to refuse (an array attribute, a float, ...)."""
     if isinstance(value, bytes):
-        return value.decode()
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -146,17 +194,25 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
     with f:
         found: dict[str, h5py.Dataset] = {}
         _walk(path, f, "", found)
-        attrs = {k: _attr(f.attrs[k]) for k in f.attrs}
+        declared = sum(int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize for ds in found.values())
+        if declared > header["file_size"]:
+            raise CorruptSnapshotError(f"{path}: datasets declare {declared} bytes, more than the file's "
+                                       f"{header['file_size']}")
+        try:
+            attrs = {k: _attr(f.attrs[k]) for k in f.attrs}
+        except (OSError, TypeError, ValueError) as exc:
+            raise CorruptSnapshotError(f"{path}: unreadable root attribute ({type(exc).__name__})") from None
         unexpected = sorted(set(attrs) - set(fmt.ROOT_ATTRS))
         missing = sorted(set(fmt.ROOT_ATTRS) - set(attrs))
         if missing or unexpected:
-            raise CorruptSnapshotError(f"{path}: root attributes missing {missing}, unexpected {unexpected}")
+            raise CorruptSnapshotError(f"{path}: root attributes missing {missing}, unexpected {ascii(unexpected)[:200]}")
+        schema.check_attrs(attrs, path)
         if attrs["format"] != fmt.FORMAT_NAME:
-            raise IncompatibleSnapshotError(f"{path}: format is {attrs['format']!r}, expected {fmt.FORMAT_NAME!r}")
+            raise IncompatibleSnapshotError(f"{path}: format is {ascii(attrs['format'])}, expected {fmt.FORMAT_NAME!r}")
         try:
             version = fmt.parse_version(attrs["format_version"])
         except ValueError:
-            raise CorruptSnapshotError(f"{path}: unreadable format_version {attrs['format_version']!r}") from None
+            raise CorruptSnapshotError(f"{path}: unreadable format_version {ascii(attrs['format_version'])}") from None
         if header["format_version"] != attrs["format_version"]:
             raise CorruptSnapshotError(
                 f"{path}: header says format {header['format_version']!r} but the file says {attrs['format_version']!r}"
@@ -174,6 +230,9 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
             if not isinstance(docs[name], dict):
                 raise CorruptSnapshotError(f"{path}: {name!r} must be a JSON object")
         meta, config, runtime = docs["meta"], docs["config"], docs["runtime/meta"]
+        schema.check_meta(meta, path)
+        schema.check_runtime(runtime, path)
+        _check_config(config, path)
         try:
             layout = fmt.expected_layout(meta, config, runtime)
         except (KeyError, TypeError, ValueError) as exc:
@@ -196,6 +255,10 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
             total += int(np.prod(shape, dtype=np.int64)) * ds.dtype.itemsize
         if total > limits.max_tensor_bytes:
             raise UnsafeSnapshotError(f"{path}: tensors total {total} bytes, over the {limits.max_tensor_bytes}-byte limit")
+        working = fmt.working_bytes(meta, config)
+        if working > limits.max_tensor_bytes:
+            raise UnsafeSnapshotError(f"{path}: resuming would allocate about {working} bytes (patterns, outputs and "
+                                      f"max_units), over the {limits.max_tensor_bytes}-byte limit")
         raw = RawSnapshot(path, attrs, meta, config, runtime, version=version)
         if not read_data:
             return raw
@@ -214,3 +277,16 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
                 f"{path}: manifest digest mismatch: expected {attrs['content_digest']}, found {content}"
             )
     return raw
+
+
+def _check_config(config: dict, path: str) -> None:
+    """The config through the config's own validation (exact types and ranges, known keys)."""
+    from ..config import CascorConfig
+    from ..errors import ConfigError
+
+    try:
+        CascorConfig.from_dict(config)
+    except ConfigError as exc:
+        raise CorruptSnapshotError(f"{path}: config: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise CorruptSnapshotError(f"{path}: config is malformed ({type(exc).__name__})") from None

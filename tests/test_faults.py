@@ -43,20 +43,44 @@ def ckpts(directory):
 
 # -- the helper: no deadlock, bounded backlog, death and stalls --------------------------------
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_checkpoint_every_epoch_with_a_slow_helper_never_hangs(tmp_path, spirals, seed, monkeypatch):
-    """Every epoch handed to a helper slower than the trainer (1 ms extra per write). Before the
-    fix the trainer blocked writing to a full pipe while the helper blocked writing its answers
-    back: a hang within seconds. pytest-timeout (300 s) turns a hang into a failure."""
-    monkeypatch.setenv("CASCOR_HELPER_DELAY", "0.001")
-    X, Y = spirals
-    mgr = CheckpointManager(str(tmp_path), every=1, background=True).start()
-    eng = trainer.start(FAST.replace(seed=seed), X, Y)
+def _every_epoch(directory, X, Y, cfg, retention=Retention()):
+    mgr = CheckpointManager(str(directory), every=1, retention=retention, background=True).start()
+    eng = trainer.start(cfg, X, Y)
     most = []
     trainer.run(eng, callbacks=[mgr, lambda e, ev: most.append(mgr._writer.pending) and False])
     mgr.save(eng.state, "final.h5", wait=True)
     mgr.close()
     assert max(most) <= mgr_max_pending()
+    return eng
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_checkpoint_every_epoch_never_hangs(tmp_path, spirals, seed):
+    """A checkpoint every epoch of a whole fahlman-spirals run (~1600 epochs). Before the fix
+    this hung on seed 1 (a trainer blocked writing to the helper's full input pipe while the
+    helper was blocked writing its ~400 answers back); pytest-timeout turns a hang into a failure."""
+    X, Y = spirals
+    eng = _every_epoch(tmp_path, X, Y, preset("fahlman-spirals").replace(seed=seed), Retention(keep_last=3))
+    newest = int(ckpts(tmp_path)[-1][5:13])
+    assert newest >= eng.state.counters.epoch - 1
+    assert ckpts(tmp_path) == [f"ckpt-{e:08d}.h5" for e in range(newest - 2, newest + 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fahlman-spirals", "fann-cascade2"])
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_checkpoint_every_epoch_campaign(tmp_path, spirals, name, seed, monkeypatch):
+    monkeypatch.setenv("CASCOR_HELPER_DELAY", "0.0005")
+    X, Y = spirals
+    _every_epoch(tmp_path, X, Y, preset(name).replace(seed=seed, max_units=12), Retention(keep_last=2))
+
+
+def test_checkpoint_every_epoch_with_a_slow_helper_keeps_every_file(tmp_path, spirals, monkeypatch):
+    """Keep-all: every checkpoint is written, with at most MAX_PENDING of them in flight (the
+    trainer waits for a helper slower than itself: here 1 ms extra per write)."""
+    monkeypatch.setenv("CASCOR_HELPER_DELAY", "0.001")
+    X, Y = spirals
+    eng = _every_epoch(tmp_path, X, Y, FAST)
     assert len(ckpts(tmp_path)) == eng.state.counters.epoch - 1  # every epoch but the final one
     snapshot.verify(str(tmp_path / ckpts(tmp_path)[-1]))
 

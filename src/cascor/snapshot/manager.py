@@ -116,6 +116,8 @@ def apply_retention(directory: str, rule: Retention, metrics: dict[str, float], 
     """Delete the checkpoints of ``directory`` (run ``run_id``'s only, when given) that ``rule``
     does not keep; never the one ``latest`` names. Paths compare by their real path, and a
     file someone else removed first is no error."""
+    if rule.keep_last <= 0 and rule.keep_best <= 0 and rule.keep_every <= 0:
+        return []  # keep all: no need to list a directory that may hold thousands of files
     directory = os.path.realpath(directory)
     link = os.path.join(directory, "latest.h5")
     protect = {os.path.realpath(p) for p in protect}

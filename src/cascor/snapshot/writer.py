@@ -51,6 +51,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_SWEPT: set[str] = set()
+
+
 def sweep_temp_files(directory: str) -> list[str]:
     """Remove temp files left by writers that died (their PID no longer runs)."""
     removed = []
@@ -105,7 +108,9 @@ def write_snapshot(path: str, arrays: dict[str, np.ndarray], attrs: dict) -> str
     if not os.path.isdir(directory):
         raise SnapshotError(f"cannot save snapshot {path}: directory {directory} does not exist")
     image, content = build_image(arrays, attrs)
-    sweep_temp_files(directory)
+    if directory not in _SWEPT:  # once per directory and process: a listing per save is O(files)
+        sweep_temp_files(directory)
+        _SWEPT.add(directory)
     atomic_write(path, image)
     return content
 

@@ -166,6 +166,15 @@ def test_csv_data_file_end_to_end(tmp_path):
     assert p.returncode == 1 and "'oops' is not a number" in p.stderr
 
 
-def test_output_is_quiet_when_piped(tmp_path):
-    p = cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "r"))
-    assert p.stderr == "" and "solved" in p.stdout
+def test_piped_output_is_one_plain_line_per_install_and_json_is_json_only(tmp_path):
+    p = cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
+               "--out", str(tmp_path / "r"))
+    lines = p.stderr.strip().splitlines()
+    summary = json.loads(cascor("snapshot", "inspect", str(tmp_path / "r" / "final.h5"), "--json").stdout)
+    assert len(lines) == summary["hidden_units"] > 0 and all(": installed unit " in line for line in lines)
+    assert "\r" not in p.stderr and "solved" in p.stdout
+    # --json: exactly one JSON document on stdout, the readable lines on stderr.
+    p = cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "j"), "--json", "-q")
+    assert isinstance(json.loads(p.stdout), dict) and "solved" in p.stderr
+    p = cascor("evaluate", str(tmp_path / "j" / "final.h5"), "--json")
+    assert json.loads(p.stdout)["hidden_units"] >= 0

@@ -335,3 +335,38 @@ def test_warm_start_from_a_snapshot_with_another_output_activation(tmp_path):
     warm = CascorClassifier.from_snapshot(str(tmp_path / "c.h5"), warm_start=True)
     warm.fit(X, y)  # before: "the data differs" (targets encoded for the default activation)
     assert warm.state_.config.output_activation == "asymmetric_sigmoid"
+
+
+# -- the Dask runner's direct line ---------------------------------------------------------------
+
+def test_a_stranger_connecting_first_does_not_take_the_runners_line():
+    """The runner's listener serves the connection that presents the token. Before, it served
+    only the first connection: a stranger who connected first (and sent one byte, then nothing)
+    pushed the run onto slow actor calls and held the listener thread forever."""
+    import socket
+    import threading
+
+    pytest.importorskip("distributed")
+    from cascor.parallel.channel import Channel
+    from cascor.parallel.dask_cluster import DaskBlockRunner
+    from cascor.parallel.runner import BlockRunner
+
+    runner = DaskBlockRunner.__new__(DaskBlockRunner)  # no Dask worker needed for the line itself
+    BlockRunner.__init__(runner)
+    runner._ssl = None
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    token = os.urandom(32)
+    thread = threading.Thread(target=runner._accept, args=(server, token, 30.0, 1.0), daemon=True)
+    thread.start()
+    stranger = socket.create_connection(("127.0.0.1", port))
+    stranger.sendall(b"\x01")  # one byte of a frame header, then silence
+    driver = Channel(socket.create_connection(("127.0.0.1", port)))
+    driver.sock.settimeout(20)
+    driver.send_bytes(token)
+    driver.send(("end", (0,)))
+    assert driver.recv() == ("ok", None)
+    driver.close()
+    stranger.close()
+    thread.join(10)
+    assert not thread.is_alive()

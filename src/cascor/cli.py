@@ -51,8 +51,10 @@ def _json_safe(obj):
 
 
 def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
+    """The result: readable lines on stdout, or with ``--json`` exactly one JSON document on
+    stdout (the lines then go to stderr, so ``| jq`` works)."""
     for line in lines:
-        _echo(line)
+        _echo(line, err=as_json)
     if as_json:
         click.echo(json.dumps(_json_safe(summary), sort_keys=True))
 
@@ -61,15 +63,31 @@ def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
 @click.version_option(package_name="cascor")
 def main():
     """Cascade-Correlation networks with bit-exact, verified HDF5 snapshots."""
+    import warnings
+
+    # A warning is one line for the user ("warning: ..."), not a source location and a code line.
+    warnings.showwarning = lambda message, category, *args, **kw: _echo(f"warning: {message}", err=True)
 
 
 def _progress(quiet: bool):
-    """A tqdm bar on stderr, only when stderr is a terminal (quiet when piped)."""
-    if quiet or not sys.stderr.isatty():
+    """A tqdm bar on stderr when stderr is a terminal; otherwise one plain line per unit
+    install (a log shows the cascade grow). Nothing with ``--quiet``."""
+    if quiet:
         return None
+    if not sys.stderr.isatty():
+        def log(engine, event):
+            if event == "installed":
+                st = engine.state
+                _echo(f"epoch {st.counters.epoch}: installed unit {st.network.n_hidden} "
+                      f"({st.network.units[-1].activation}); error bits {st.counters.error_bits}, "
+                      f"true error {st.counters.true_error:.4g}", err=True)
+        log.bar = None
+        return log
     from tqdm import tqdm
 
-    bar = tqdm(unit="epoch", leave=False, file=sys.stderr)
+    # miniters=1: refresh by time only. tqdm's default (dynamic miniters) takes the size of the
+    # first update as the refresh step: after a resume at epoch 500 the bar froze for 500 epochs.
+    bar = tqdm(unit="epoch", leave=False, file=sys.stderr, miniters=1, mininterval=0.1)
 
     def callback(engine, event):
         st = engine.state
@@ -190,7 +208,7 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
                                          backend=engine.backend.settings(), **kw)
     finally:
         engine.backend.close()
-        if progress:
+        if progress and progress.bar is not None:
             progress.bar.close()
     summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot)
     _emit(summary, as_json, _summary_lines(summary))

@@ -299,10 +299,11 @@ class DaskBlockRunner(BlockRunner):
         threading.Thread(target=self._accept, args=(server, token), name="cascor-runner-line", daemon=True).start()
         return host, server.getsockname()[1]
 
-    def _accept(self, server: socket.socket, token: bytes, window: float = 60.0) -> None:
+    def _accept(self, server: socket.socket, token: bytes, window: float = 60.0, auth_seconds: float = 10.0) -> None:
         """Serve the first connection that presents ``token`` within ``window`` seconds. Any other
         connection (a port scanner, a stranger who connected first) is dropped after at most
-        10 s (TLS handshake, then the token read), and the line keeps waiting for the driver."""
+        ``auth_seconds`` (TLS handshake, then the token read), and the line keeps waiting for
+        the driver."""
         deadline = time.monotonic() + window
         with server:
             while True:
@@ -315,11 +316,11 @@ class DaskBlockRunner(BlockRunner):
                 except OSError:
                     return
                 try:
-                    sock.settimeout(10)
+                    sock.settimeout(auth_seconds)
                     if self._ssl is not None:
                         sock = self._ssl.wrap_socket(sock, server_side=True)
                     channel = Channel(sock)
-                    if check_token(channel, token):
+                    if check_token(channel, token, auth_seconds):
                         sock.settimeout(None)
                         break
                 except (OSError, ssl.SSLError):

@@ -174,7 +174,55 @@ def test_piped_output_is_one_plain_line_per_install_and_json_is_json_only(tmp_pa
     assert len(lines) == summary["hidden_units"] > 0 and all(": installed unit " in line for line in lines)
     assert "\r" not in p.stderr and "solved" in p.stdout
     # --json: exactly one JSON document on stdout, the readable lines on stderr.
-    p = cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "j"), "--json", "-q")
+    p = cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "j"), "--json")
     assert isinstance(json.loads(p.stdout), dict) and "solved" in p.stderr
     p = cascor("evaluate", str(tmp_path / "j" / "final.h5"), "--json")
     assert json.loads(p.stdout)["hidden_units"] >= 0
+
+
+def test_data_and_output_mistakes_are_one_line(tmp_path):
+    import gzip
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    empty_label = tmp_path / "e.csv"
+    empty_label.write_text("a,b,y\n1,2,0\n3,4,\n5,6,1\n")
+    gz = tmp_path / "d.csv.gz"
+    gz.write_bytes(gzip.compress(csv.read_bytes()))
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        (["train", "--data", str(csv), "--target", "25", "--out", "o1"], "--target 25 is out of range; the file has 3 columns"),
+        (["train", "--data", str(empty_label), "--out", "o2"], "line 3: the target cell is empty"),
+        (["train", "--data", str(gz), "--out", "o3"], "gzip-compressed"),
+        (["train", "--data", str(binary), "--out", "o4"], "not a UTF-8 text CSV"),
+        (["train", "--data", str(fifo), "--out", "o5"], "is not a regular file"),
+        (["train", "--data", "/dev/zero", "--out", "o6"], "is not a regular file"),
+        (["train", "--dataset", "xor", "--out", "a-file/run"], "cannot create run directory"),
+        (["config", "--preset", "nope"], "unknown preset 'nope'"),
+    ]
+    for args, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=60)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+    cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "r"), "-q")
+    proc = cascor("plot", str(tmp_path / "r" / "final.h5"), "--kind", "history", "--out",
+                  str(tmp_path / "missing" / "h.png"), check=False)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_lists_every_field_and_the_presets():
+    from cascor.config import CascorConfig, PRESETS
+    from dataclasses import fields
+
+    rows = json.loads(cascor("config", "--preset", "fahlman-spirals", "--json").stdout)
+    assert [r["field"] for r in rows] == [f.name for f in fields(CascorConfig)]
+    assert all(r["help"] for r in rows)
+    assert {r["field"]: r["value"] for r in rows}["input_epsilon"] == 100.0
+    presets = json.loads(cascor("config", "--presets", "--json").stdout)
+    assert set(presets) == set(PRESETS) and presets["cascor1c"] == {}

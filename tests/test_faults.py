@@ -235,7 +235,8 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
 def test_two_live_trainers_in_one_directory(tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "two-spirals", "--preset",
-                              "fahlman-spirals", "--seed", "1", "--checkpoint-every", "1", "-q", "--out", str(out)],
+                              "fahlman-spirals", "--seed", "1", "--checkpoint-every", "1", "--keep-last", "2", "-q",
+                              "--out", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=dict(os.environ, CASCOR_HELPER_DELAY="0.003"))
     try:

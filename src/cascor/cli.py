@@ -211,7 +211,7 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
         if progress and progress.bar is not None:
             progress.bar.close()
     summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot)
-    _emit(summary, as_json, _summary_lines(summary))
+    _emit(summary, as_json, [] if as_json and quiet else _summary_lines(summary))
 
 
 def _recorded_data(loaded, dataset, data, target):
@@ -306,6 +306,10 @@ def _plot(state, kind, out, dataset_fn):
     from . import plotting
     from .errors import DataError
 
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CascorError(f"cannot write {out}: folder {folder} does not exist")
+
     if kind == "history":
         plotting.plot_history(state.history.to_dict(), out)
     elif kind == "network":
@@ -328,6 +332,32 @@ def demo(out, seed, preset):
     ok = run_demo(out, seed, preset, echo=click.echo)
     if not ok:
         raise SystemExit(1)
+
+
+@main.command("config")
+@click.option("--preset", default="default", show_default=True, help="Preset whose values to show.")
+@click.option("--presets", "list_presets", is_flag=True, help="List the presets and how each differs from cascor1c.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def config_cmd(preset, list_presets, as_json):
+    """Every config field (set one with --set KEY=VALUE) with its value, type and meaning."""
+    from . import config as cfgmod
+
+    if list_presets:
+        base = cfgmod.CascorConfig().to_dict()
+        rows = {name: {k: v for k, v in cfg.to_dict().items() if v != base[k]} for name, cfg in cfgmod.PRESETS.items()}
+        if as_json:
+            click.echo(json.dumps(rows, sort_keys=True))
+            return
+        for name, changes in rows.items():
+            _echo(f"{name}: " + (", ".join(f"{k}={v}" for k, v in changes.items()) or "cascor1.c defaults"))
+        return
+    rows = cfgmod.describe(preset)
+    if as_json:
+        click.echo(json.dumps(rows, sort_keys=True))
+        return
+    for r in rows:
+        value = ",".join(map(str, r["value"])) if isinstance(r["value"], list) else r["value"]
+        _echo(f"{r['field']:24} {str(value):34} {r['type']:16} {r['help']}")
 
 
 @main.group(cls=_Group)

@@ -272,6 +272,49 @@ PRESETS: dict[str, CascorConfig] = {
 }
 
 
+# What each field means, for ``cascor config`` and the docs (Fahlman's name in brackets).
+FIELD_HELP: dict[str, str] = {
+    "output_activation": "activation of the output units",
+    "output_epsilon": "output phase quickprop step size, divided by patterns and fan-in [OutputEpsilon]",
+    "output_mu": "output phase maximum growth factor of a quickprop step [OutputMu]",
+    "output_decay": "output phase weight decay added to each slope [OutputDecay]",
+    "output_patience": "output epochs without a significant error change before the phase ends [OutputPatience]",
+    "output_change_threshold": "relative error change that counts as significant [OutputChangeThreshold]",
+    "output_epochs": "most epochs of one output phase [OutputEpochs]",
+    "candidate_score": "covariance (Cascade-Correlation) or cascade2 (error-minimising candidates)",
+    "candidate_activations": "activations the candidate pool cycles through (comma-separated)",
+    "candidate_steepnesses": "steepnesses the candidate pool cycles through (comma-separated)",
+    "pool_size": "candidates trained per unit [NCandidates]",
+    "candidate_block": "candidates per block, the unit of parallel work (results depend on it)",
+    "input_epsilon": "candidate phase quickprop step size, divided by patterns and fan-in [InputEpsilon]",
+    "input_mu": "candidate phase maximum growth factor [InputMu]",
+    "input_decay": "candidate phase weight decay [InputDecay]",
+    "input_patience": "candidate epochs without a significant score change before the phase ends [InputPatience]",
+    "input_change_threshold": "relative score change that counts as significant [InputChangeThreshold]",
+    "input_epochs": "most epochs of one candidate phase [InputEpochs]",
+    "max_units": "most hidden units to install [MaxUnits]",
+    "weight_range": "initial weights are uniform in [-weight_range, weight_range] [WeightRange]",
+    "weight_multiplier": "an installed unit's output weights start at -weight_multiplier x its correlation",
+    "sigmoid_prime_offset": "added to the sigmoid derivative so slopes never vanish [SigmoidPrimeOffset]",
+    "error_measure": "bits (classification: outputs within score_threshold) or index (regression: ErrorIndex)",
+    "score_threshold": "an output counts as right within this distance of its target [ScoreThreshold]",
+    "error_index_threshold": "regression is solved below this ErrorIndex [ErrorIndexThreshold]",
+    "seed": "root seed of every random stream of the run",
+}
+
+
+def describe(name: str = "default") -> list[dict[str, Any]]:
+    """Every field of preset ``name``: its value, type, the library default and what it means."""
+    cfg, base = preset(name), CascorConfig()
+    out = []
+    for f in fields(CascorConfig):
+        value, default = getattr(cfg, f.name), getattr(base, f.name)
+        out.append({"field": f.name, "type": str(f.type), "value": list(value) if isinstance(value, tuple) else value,
+                    "default": list(default) if isinstance(default, tuple) else default,
+                    "help": FIELD_HELP.get(f.name, "")})
+    return out
+
+
 def preset(name: str) -> CascorConfig:
     try:
         return PRESETS[name]

@@ -103,10 +103,14 @@ def score(network, targets: dict, X, y) -> dict:
         classes = np.asarray(targets["classes"])
         pred = decode_outputs(out, classes, spec.low, spec.high)
         return {"accuracy": float(np.mean(pred == np.asarray(y).astype(classes.dtype)))}
+    from sklearn.metrics import r2_score
+
     y = np.asarray(y, dtype=np.float64).reshape(out.shape)
     rmse = float(np.sqrt(np.mean((out - y) ** 2)))
-    var = float(np.var(y))
-    return {"rmse": rmse, "r2": 1.0 - rmse**2 / var if var > 0 else float("nan")}
+    # scikit-learn's R^2: per output, then averaged (a pooled variance lets one target's offset
+    # dominate the score). NaN for a constant target, as before.
+    r2 = float(r2_score(y, out.astype(np.float64))) if len(y) > 1 and np.all(np.var(y, axis=0) > 0) else float("nan")
+    return {"rmse": rmse, "r2": r2}
 
 
 def backend_from(recorded: dict | None, override: dict, warn=None):

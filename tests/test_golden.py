@@ -40,3 +40,35 @@ def test_golden_file_loads_verifies_and_resumes(path, expected, tmp_path):
     out = str(tmp_path / "up.h5")
     snapshot.upgrade(path, out)
     assert snapshot.verify(out).attrs["content_digest"] == expected["content_digest"]
+
+
+def test_format_1_1_records_versions_and_1_0_files_migrate_without_them(tmp_path):
+    from cascor.snapshot.codec import runtime_versions
+
+    old = snapshot.load(os.path.join(FIXTURES, "v1.0", "finished.h5"))
+    assert old.versions is None and old.version_differences() == []
+    new = snapshot.load(os.path.join(FIXTURES, "v1.1", "finished.h5"))
+    assert set(new.versions) == set(runtime_versions())
+    assert new.versions["torch"] and new.versions["numpy"]
+
+
+def test_resume_warns_when_the_versions_differ(tmp_path):
+    import subprocess
+    import sys
+
+    import h5py
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hostile import _edit_json, reseal
+
+    path = str(tmp_path / "old.h5")
+    import shutil
+
+    shutil.copy(os.path.join(FIXTURES, "v1.1", "covariance-output.h5"), path)
+    with h5py.File(path, "r+", locking=False) as f:
+        _edit_json(f, "runtime/meta", lambda r: r["versions"].__setitem__("torch", "2.2.0"))
+    reseal(path)
+    proc = subprocess.run([sys.executable, "-m", "cascor", "resume", path, "--out", str(tmp_path / "o"), "-q",
+                           "--stop-after", "310"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "was written with other versions (torch 2.2.0 -> " in proc.stderr

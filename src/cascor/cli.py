@@ -236,6 +236,10 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
     lock = lock or workflow.open_run_directory(out, echo=_note)
     try:
         loaded = snap.load(snapshot)
+        differences = loaded.version_differences()
+        if differences:
+            _note(f"warning: {workflow.printable(snapshot)} was written with other versions ({', '.join(differences)}); "
+                  "the continuation may differ from the one the original setup would compute")
         ds, source = _recorded_data(loaded, dataset, data, target)
         X, Y, _ = workflow.targets_for(ds, loaded.state.config)
         engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note))

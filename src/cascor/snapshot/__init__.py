@@ -32,6 +32,18 @@ class Snapshot:
         self.counter = int(raw.attrs["snapshot_counter"])
         self.backend = dict(raw.runtime.get("backend") or DEFAULT_BACKEND)
         self.data_source = raw.runtime.get("data")
+        self.versions = raw.runtime.get("versions")  # None: written by format 1.0, unknown
+
+    def version_differences(self) -> list[str]:
+        """What differs between the versions this snapshot was written with and this process's
+        (a resume is bit-exact only with the same ones); empty when they match or are unknown."""
+        from .codec import runtime_versions
+
+        if not self.versions:
+            return []
+        here = runtime_versions()
+        return [f"{k} {self.versions.get(k)} -> {here.get(k)}" for k in sorted(here)
+                if k in self.versions and self.versions.get(k) != here.get(k) and here.get(k) is not None]
 
     def restore_globals(self, numpy_generators: dict | None = None) -> None:
         restore(self.raw.runtime.get("globals") or {}, self.raw.arrays, numpy_generators)
@@ -100,7 +112,7 @@ def _check_semantics(raw: RawSnapshot) -> None:
 
 def inspect(path: str, limits: Limits = Limits()) -> dict:
     """A summary from metadata only (verified file digest, no tensor read beyond the JSON)."""
-    raw = read_snapshot(path, limits, read_data=False)
+    raw = migrate(read_snapshot(path, limits, read_data=False))
     m = raw.meta
     return {
         "path": os.fspath(path),
@@ -122,6 +134,7 @@ def inspect(path: str, limits: Limits = Limits()) -> dict:
         "outputs": m["n_outputs"],
         "patterns": m["n_patterns"],
         "backend": raw.runtime.get("backend"),
+        "versions": raw.runtime.get("versions"),
         "config": raw.config,
     }
 

@@ -1,4 +1,4 @@
-"""The state tree <-> format 1.0 objects, in stages, so that a checkpoint costs the training loop little.
+"""The state tree <-> format 1.1 objects, in stages, so that a checkpoint costs the training loop little.
 
 :func:`take` runs at the moment of a save: the state tree (``TrainState.state_dict``, cloned
 or, for a save written at once, the live tensors) plus the process-global RNG states, as a
@@ -146,8 +146,43 @@ def take(state, *, counter: int = 0, parent_digest: str = "", backend: dict | No
         "globals": capture_raw(numpy_generators),
         "backend": backend,
         "data": data_source,
+        "versions": runtime_versions(),
         "attrs": _attrs(state.run_id, counter, parent_digest, time.time()),
     }
+
+
+_VERSIONS: dict | None = None
+
+
+def runtime_versions() -> dict:
+    """The versions a bit-exact resume depends on (format 1.1): Python, cascor, NumPy, torch and
+    the BLAS each uses. Read once per process (torch's build config costs milliseconds)."""
+    global _VERSIONS
+    if _VERSIONS is None:
+        import platform
+        import sys
+
+        from .. import __version__
+
+        torch = sys.modules.get("torch")
+        numpy_blas = None
+        try:
+            numpy_blas = str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"])
+        except Exception:  # older NumPy: no CONFIG dict
+            pass
+        torch_blas = None
+        if torch is not None:
+            try:
+                found = [p.split("=", 1)[1] for p in torch.__config__.show().replace(",", "\n").split("\n")
+                         if p.strip().startswith("BLAS_INFO=")]
+                torch_blas = found[0].strip() if found else None
+            except Exception:
+                pass
+        _VERSIONS = {"python": platform.python_version(), "cascor": __version__, "numpy": np.__version__,
+                     "torch": getattr(torch, "__version__", None) if torch is not None else None,
+                     "numpy_blas": numpy_blas, "torch_blas": torch_blas}
+        _VERSIONS = {k: (str(v)[:128] if v is not None else None) for k, v in _VERSIONS.items()}
+    return dict(_VERSIONS)
 
 
 def _attrs(run_id: str, counter: int, parent_digest: str, created: float) -> dict:
@@ -257,7 +292,7 @@ def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict
         "targets": state.targets, "data_digest": state.data_digest,
         "pool": None,
         "globals": capture_raw(numpy_generators), "backend": _check_backend(backend), "data": data_source,
-        "counter": int(counter), "parent_digest": parent_digest, "created": time.time(),
+        "versions": runtime_versions(), "counter": int(counter), "parent_digest": parent_digest, "created": time.time(),
     }
     if pool is not None:
         pd, pp = pool.slots.views()
@@ -299,7 +334,7 @@ def raw_from_wire(w: dict, mirror: WireMirror | None = None) -> dict:
         "targets": w["targets"], "data_digest": w["data_digest"],
     }
     return {"state": state, "globals": w["globals"], "backend": w["backend"], "data": w["data"],
-            "attrs": _attrs(w["run_id"], w["counter"], w["parent_digest"], w["created"])}
+            "versions": w.get("versions"), "attrs": _attrs(w["run_id"], w["counter"], w["parent_digest"], w["created"])}
 
 
 def finish(raw: dict) -> tuple[dict[str, np.ndarray], dict]:
@@ -309,5 +344,6 @@ def finish(raw: dict) -> tuple[dict[str, np.ndarray], dict]:
     arrays.update(glob_arrays)
     arrays["meta"] = fmt.encode_json(meta)
     arrays["config"] = np.frombuffer(raw["state"]["config"].encode(), dtype=np.uint8)
-    arrays["runtime/meta"] = fmt.encode_json({"globals": glob, "backend": raw["backend"], "data": raw["data"]})
+    arrays["runtime/meta"] = fmt.encode_json({"globals": glob, "backend": raw["backend"], "data": raw["data"],
+                                              "versions": raw.get("versions")})
     return arrays, dict(raw["attrs"])

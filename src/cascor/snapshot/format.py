@@ -1,4 +1,4 @@
-"""Snapshot format 1.0: which objects a file holds, their dtypes and shapes, and digests.
+"""Snapshot format 1.1: which objects a file holds, their dtypes and shapes, and digests.
 
 Pure NumPy/JSON (no torch, no h5py) so that the layout can be checked against a file's
 metadata before any tensor is read. See docs/snapshot-format.md for the prose version.
@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 FORMAT_NAME = "cascor-snapshot"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)  # 1.1: runtime/meta records the library versions (see migrate.py)
 USERBLOCK_SIZE = 512
 MAGIC = b"CASCOR-SNAPSHOT\n"
 

@@ -6,8 +6,8 @@ name). Loading applies the chain up to the current version; ``cascor snapshot up
 applies it and rewrites the file atomically. Golden files of every released version live
 in tests/fixtures/ and must load forever.
 
-Released versions: 1.0 (the first). No step exists yet; the next format change adds one
-entry here, e.g. ``(1, 0): _v1_0_to_v1_1``.
+Released versions: 1.0 (the first); 1.1 (``runtime/meta`` records the library versions a
+bit-exact resume depends on, ``versions``; a 1.0 file migrates with ``versions: null``, unknown).
 """
 
 from __future__ import annotations
@@ -19,8 +19,16 @@ from . import format as fmt
 from .reader import RawSnapshot
 
 Migration = Callable[[RawSnapshot], RawSnapshot]
-MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {}
-RELEASED = ((1, 0),)
+
+
+def _v1_0_to_v1_1(raw: RawSnapshot) -> RawSnapshot:
+    """1.1 adds ``runtime/meta.versions``; a 1.0 file did not record them."""
+    raw.runtime = dict(raw.runtime, versions=None)
+    return raw
+
+
+MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {(1, 0): ((1, 1), _v1_0_to_v1_1)}
+RELEASED = ((1, 0), (1, 1))
 
 
 def migrate(raw: RawSnapshot) -> RawSnapshot:

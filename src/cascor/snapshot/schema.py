@@ -29,6 +29,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # dataset names
 _ACT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # activation names (resolved through a closed registry later)
 _VERSION = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$")
 _CREATED = re.compile(r"^[0-9T:+.-]{1,40}$")
+_VERSION_TEXT = re.compile(r"^[ -~]{0,128}$")  # printable ASCII
+VERSION_KEYS = ("python", "cascor", "numpy", "torch", "numpy_blas", "torch_blas")
 
 
 class _Bad(Exception):
@@ -181,7 +183,8 @@ RUNTIME = _obj({
                      "scheduler": _opt(_str(maxlen=256))}),
     "data": _opt(_obj({"dataset": _str(_NAME, MAX_NAME), "file": _str(), "target": _opt(_str(maxlen=256))},
                       optional=("dataset", "file", "target"))),
-}, optional=("globals",))
+    "versions": _opt(_obj({k: _opt(_str(_VERSION_TEXT, 128)) for k in VERSION_KEYS}, optional=VERSION_KEYS)),
+}, optional=("globals", "versions"))  # versions: format 1.1 (a 1.0 file gains it by migration)
 
 ATTRS = _obj({
     "format": _str(maxlen=64),

@@ -87,24 +87,13 @@ def every_epoch(reps: int) -> dict[str, list[float]]:
 
 def corpus_counts() -> dict[str, int]:
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-    from hostile import make_corpus
+    from hostile import make_bases, make_corpus
 
-    from cascor import snapshot, trainer, workflow
-    from cascor.config import preset
+    from cascor import snapshot
     from cascor.errors import SnapshotError
 
     with tempfile.TemporaryDirectory() as tmp:
-        ds, source = workflow.load_data("two-spirals")
-        cfg = preset("fahlman-spirals").replace(seed=1)
-        X, Y, info = workflow.targets_for(ds, cfg)
-        eng = trainer.start(cfg, X, Y)
-        eng.state.targets = info
-        trainer.run(eng, callbacks=[lambda e, ev: ev == "installed"])
-        a = os.path.join(tmp, "a.h5")
-        snapshot.save(eng.state, a, data_source=source)
-        trainer.run(eng, callbacks=[lambda e, ev: e.state.phase.name == "candidates" and e.state.phase.passes > 3])
-        b = os.path.join(tmp, "b.h5")
-        snapshot.save(eng.state, b, data_source=source)
+        a, b = make_bases(tmp)
         corpus = make_corpus(a, b, os.path.join(tmp, "corpus"))
         refused_load = sum(1 for p in corpus.values() if _refused(snapshot.load, p, SnapshotError))
         proc = subprocess.run([sys.executable, "-m", "cascor", "snapshot", "verify", *corpus.values()],

@@ -62,6 +62,26 @@ def _text(f: h5py.File, name: str) -> str:
     return bytes(f[name][()]).decode()
 
 
+def make_bases(directory: str) -> tuple[str, str]:
+    """Two real snapshots of a CLI-style two-spirals run: right after an install (output phase,
+    no pool) and a few epochs into a candidate phase."""
+    from cascor import snapshot, trainer, workflow
+    from cascor.config import preset
+
+    ds, source = workflow.load_data("two-spirals")
+    cfg = preset("fahlman-spirals").replace(seed=1)
+    X, Y, info = workflow.targets_for(ds, cfg)
+    eng = trainer.start(cfg, X, Y)
+    eng.state.targets = info
+    trainer.run(eng, callbacks=[lambda e, ev: ev == "installed"])
+    output = os.path.join(directory, "output.h5")
+    snapshot.save(eng.state, output, data_source=source)
+    trainer.run(eng, callbacks=[lambda e, ev: e.state.phase.name == "candidates" and e.state.phase.passes > 3])
+    candidates = os.path.join(directory, "candidates.h5")
+    snapshot.save(eng.state, candidates, data_source=source)
+    return output, candidates
+
+
 def make_corpus(base_output: str, base_candidates: str, directory: str) -> dict[str, str]:
     """Write one hostile file per attack class; returns {class name: path}."""
     os.makedirs(directory, exist_ok=True)

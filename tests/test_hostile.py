@@ -9,14 +9,12 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from cascor import snapshot, trainer, workflow
-from cascor.config import preset
+from cascor import snapshot
 from cascor.errors import SnapshotError
 
-from hostile import _edit_json, make_corpus, reseal, torch_state_wrong_size
+from hostile import _edit_json, make_bases, make_corpus, reseal, torch_state_wrong_size
 
 CANARY = "canary-7f3a9 private row, must never be printed"
 
@@ -34,19 +32,7 @@ def cascor(*args, gib=None, timeout=120, cwd=None):
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
-    """Two real snapshots of a CLI-style run: right after an install (output phase, no pool)
-    and mid-candidate-phase."""
-    d = tmp_path_factory.mktemp("bases")
-    ds, source = workflow.load_data("two-spirals")
-    cfg = preset("fahlman-spirals").replace(seed=1)
-    X, Y, info = workflow.targets_for(ds, cfg)
-    eng = trainer.start(cfg, X, Y)
-    eng.state.targets = info
-    trainer.run(eng, callbacks=[lambda e, ev: ev == "installed"])
-    snapshot.save(eng.state, str(d / "output.h5"), data_source=source)
-    trainer.run(eng, callbacks=[lambda e, ev: e.state.phase.name == "candidates" and e.state.phase.passes > 3])
-    snapshot.save(eng.state, str(d / "candidates.h5"), data_source=source)
-    return str(d / "output.h5"), str(d / "candidates.h5")
+    return make_bases(str(tmp_path_factory.mktemp("bases")))
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import csv
 import io
 import math
 import os
-import stat
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import DataError
+from .files import NotRegularFile, open_regular
 
 
 @dataclass
@@ -192,18 +192,16 @@ def _read_regular(path: str) -> bytes:
     """The bytes of a regular file, or a DataError: never a FIFO (it would block), a device
     (``/dev/zero`` never ends), a directory or a file over :data:`MAX_DATA_BYTES`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, size = open_regular(path)
     except FileNotFoundError:
         raise DataError(f"data file {path!r} does not exist") from None
+    except NotRegularFile:
+        raise DataError(f"data file {path!r} is not a regular file") from None
     except OSError as exc:
         raise DataError(f"cannot read data file {path!r}: {exc.strerror or exc}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"data file {path!r} is not a regular file")
-        if st.st_size > MAX_DATA_BYTES:
-            raise DataError(f"data file {path!r} is {st.st_size} bytes, over the {MAX_DATA_BYTES}-byte limit")
-        os.set_blocking(fd, True)
+        if size > MAX_DATA_BYTES:
+            raise DataError(f"data file {path!r} is {size} bytes, over the {MAX_DATA_BYTES}-byte limit")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read()
     except OSError as exc:

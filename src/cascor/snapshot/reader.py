@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
+from ..files import NotRegularFile, open_regular
 from ..errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError, UnsafeSnapshotError
 from . import format as fmt
 from . import schema
@@ -50,20 +50,17 @@ class RawSnapshot:
 
 def _check_body_digest(path: str, limits: Limits) -> dict:
     try:
-        # O_NONBLOCK: a FIFO named like a snapshot must not hang the reader; only regular files pass.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # A FIFO named like a snapshot must not hang the reader; only regular files pass.
+        fd, size = open_regular(path)
     except FileNotFoundError:
         raise SnapshotError(f"snapshot {path} does not exist") from None
+    except NotRegularFile:
+        raise SnapshotError(f"snapshot {path} is not a regular file") from None
     except OSError as exc:
         raise SnapshotError(f"cannot open snapshot {path}: {exc.strerror or exc}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SnapshotError(f"snapshot {path} is not a regular file")
-        size = st.st_size
         if size > limits.max_file_bytes:
             raise UnsafeSnapshotError(f"{path}: file is {size} bytes, over the {limits.max_file_bytes}-byte limit")
-        os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             block = fh.read(fmt.USERBLOCK_SIZE)
             try:

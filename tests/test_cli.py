@@ -227,3 +227,15 @@ def test_config_lists_every_field_and_the_presets():
     assert {r["field"]: r["value"] for r in rows}["input_epsilon"] == 100.0
     presets = json.loads(cascor("config", "--presets", "--json").stdout)
     assert set(presets) == set(PRESETS) and presets["cascor1c"] == {}
+
+
+def test_demo_runs_twice_in_the_same_folder(tmp_path):
+    """`make demo` a second time: its run directories hold the first demo's runs, which the demo
+    replaces (a run directory holds one run); a folder with other files is refused."""
+    for _ in range(2):
+        p = cascor("demo", "--out", str(tmp_path / "demo"), "--preset", "default")
+        assert "byte-identical" in p.stdout, p.stdout + p.stderr
+    (tmp_path / "demo" / "interrupted" / "notes.txt").write_text("mine")
+    p = cascor("demo", "--out", str(tmp_path / "demo"), "--preset", "default", check=False)
+    assert p.returncode == 1 and "not a cascor run" in p.stderr and "Traceback" not in p.stderr
+    assert (tmp_path / "demo" / "interrupted" / "notes.txt").exists()

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+from .errors import CascorError
 
 
 def _cli(*args: str) -> dict:
     """Run ``python -m cascor ARGS --json -q`` in a new process; return its JSON summary."""
     proc = subprocess.run([sys.executable, "-m", "cascor", *args, "--json", "-q"], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"cascor {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise CascorError(f"cascor {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _clear_previous_demo(directory: str) -> None:
+    """A run directory holds one run: a demo run again replaces its own earlier runs, and
+    nothing else (a folder holding anything but cascor run files is left and refused)."""
+    from .snapshot.manager import CKPT_RE
+
+    if not os.path.isdir(directory):
+        return
+    ours = {"run.json", ".cascor.lock", "latest.h5", "final.h5"}
+    names = os.listdir(directory)
+    if any(n not in ours and not CKPT_RE.match(n) and not n.startswith(".") for n in names):
+        raise CascorError(f"{directory} holds files that are not a cascor run; pass another --out")
+    shutil.rmtree(directory)
 
 
 def run_demo(out: str, seed: int, preset: str, echo=print) -> bool:
@@ -24,6 +41,8 @@ def run_demo(out: str, seed: int, preset: str, echo=print) -> bool:
     os.makedirs(out, exist_ok=True)
     common = ["--dataset", "two-spirals", "--preset", preset, "--seed", str(seed)]
     full_dir, split_dir = os.path.join(out, "uninterrupted"), os.path.join(out, "interrupted")
+    for d in (full_dir, split_dir):
+        _clear_previous_demo(d)
     echo(f"1. Training two-spirals (194 points, preset {preset!r}, seed {seed}) without interruption...")
     full = _cli("train", *common, "--out", full_dir)
     for line in _summary_lines(full):

@@ -176,10 +176,11 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_afte
                         parallel, lock=lock)
                 return
         from .snapshot.rundir import refuse_other
-        from .trainer import start
 
         refuse_other(out)  # before loading data; the run claims the directory when it starts
         ds, source = workflow.load_data(dataset, data, target)
+        from .trainer import start  # torch: only once the data loaded (a data mistake fails fast)
+
         cfg = cfgmod.preset(preset).with_overrides(sets)
         if seed is not None:
             cfg = cfg.replace(seed=seed)

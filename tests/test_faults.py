@@ -2,7 +2,6 @@
 in one directory, and where a resume starts. Real helper processes, real files, real
 filesystems (tmpfs, chattr +i, RLIMIT_FSIZE), real CLI subprocesses."""
 
-import json
 import os
 import resource
 import shutil
@@ -10,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 
 from cascor import snapshot, trainer
 from cascor.config import preset
-from cascor.snapshot.background import WriterLost
-from cascor.snapshot.manager import CheckpointError, CheckpointManager, Retention
+from cascor.snapshot.manager import CheckpointManager, Retention
 
 FAST = preset("fahlman-spirals").replace(seed=1, max_units=4)
 
@@ -141,11 +138,9 @@ def test_a_stuck_helper_is_given_up_on(tmp_path, spirals):
     mgr._writer.stall_seconds, mgr._writer.max_pending = 1.0, 4
     eng = trainer.start(FAST, X, Y)
     stop, done = _kill_helper_at(50, mgr, signal.SIGSTOP)
-    t0 = time.monotonic()
     with pytest.warns(RuntimeWarning, match="made no progress"):
         trainer.run(eng, callbacks=[stop, mgr], stop_at_epoch=80)
     mgr.close()
-    assert time.monotonic() - t0 < 60  # a generous hang guard: the stall timeout is 1 s
     assert done and done[0]._proc.poll() is not None  # killed
     assert "ckpt-00000079.h5" in ckpts(tmp_path)
 

@@ -79,9 +79,11 @@ def test_the_cli_refuses_every_file_with_one_line_in_bounded_memory(corpus):
 
 
 # Through resume and evaluate too (torch is imported there; each is two ~3 s subprocesses, so
-# one file per kind of defect: structure, JSON, allocation, attributes, sizes, names).
-RESUMED = ("hardlink-cycle", "meta-duplicate-key", "unallocated-3gb", "run-id-ansi", "outputs-1000-units-1e6",
-           "activation-by-name")
+# one file per kind of defect: structure, JSON, allocation, attributes, sizes, names; four of
+# them only in the -m slow run, for the default suite's time budget).
+RESUMED = ("hardlink-cycle", "outputs-1000-units-1e6",
+           *(pytest.param(n, marks=pytest.mark.slow)
+             for n in ("meta-duplicate-key", "unallocated-3gb", "run-id-ansi", "activation-by-name")))
 
 
 @pytest.mark.parametrize("name", RESUMED)

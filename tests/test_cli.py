@@ -54,7 +54,7 @@ def test_snapshot_commands(run_dir, tmp_path):
     out, _ = run_dir
     final = str(out / "final.h5")
     info = last_json(cascor("snapshot", "inspect", final, "--json"))
-    assert info["format_version"] == "1.1" and info["status"] == "solved"
+    assert info["format_version"] == "1.2" and info["status"] == "solved"
     assert info["versions"]["numpy"] and info["versions"]["python"]  # what a bit-exact resume depends on
     assert cascor("snapshot", "verify", final).returncode == 0
     assert last_json(cascor("snapshot", "diff", final, final, "--json"))["identical"]

@@ -31,13 +31,13 @@ def _stop_points(events):
     return sorted(p for p in picks if p < ends[-1])
 
 
-def _uninterrupted_with_snapshots(cfg, X, Y, directory):
+def _uninterrupted_with_snapshots(cfg, X, Y, directory, targets=None, stop_points=_stop_points):
     """Run once, logging events; then run again saving at the chosen epochs (saving never perturbs a run)."""
-    eng = trainer.start(cfg, X, Y)
+    eng = trainer.start(cfg, X, Y, targets=targets)
     events = []
     trainer.run(eng, callbacks=[lambda e, ev: events.append((e.state.counters.epoch, ev, e.state.phase.name))])
-    stops = _stop_points(events)
-    eng = trainer.start(cfg, X, Y)
+    stops = stop_points(events) if stop_points is _stop_points else stop_points(events, eng.state)
+    eng = trainer.start(cfg, X, Y, targets=targets)
     paths = {}
 
     def save_at(e, ev):
@@ -55,9 +55,9 @@ def _uninterrupted_with_snapshots(cfg, X, Y, directory):
     return final, paths, events
 
 
-def _sweep(tmp_path, cfg, spirals):
-    final, paths, events = _uninterrupted_with_snapshots(cfg, *spirals, str(tmp_path))
-    assert len(paths) >= 10
+def _sweep(tmp_path, cfg, spirals, **kwargs):
+    final, paths, events = _uninterrupted_with_snapshots(cfg, *spirals, str(tmp_path), **kwargs)
+    assert len(paths) >= 8
     kinds = {next(ph for e, ev, ph in events if e == ep) if ep else "start" for ep in paths}
     assert {"output", "candidates", "start"} <= kinds
     proc = subprocess.run([sys.executable, os.path.join(HERE, "resume_child.py"), str(tmp_path), *paths.values()],
@@ -74,6 +74,35 @@ def _sweep(tmp_path, cfg, spirals):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_resume_sweep_new_process(tmp_path, spirals, seed):
     _sweep(tmp_path, preset("fahlman-spirals").replace(seed=seed), spirals)
+
+
+def _validation_stops(events, state):
+    """Right after every install (before, at and after the best unit), right after the best
+    network's phase end, and the epoch before the patience ran out."""
+    installs = [e for e, ev, ph in events if ev == "installed"]
+    scores = state.history.scores
+    best_end = scores["epoch"][scores["hidden_units"].index(state.validation.best_n_units)]
+    return sorted({0, 1, best_end, best_end + 1, events[-2][0], *installs} - {events[-1][0]})
+
+
+def test_resume_sweep_validation(tmp_path, spirals):
+    """Held-out data and the best network are training state: stopping anywhere around the best
+    unit and resuming in a new process ends on the same (rolled-back) network."""
+    cfg = preset("default").replace(seed=6, validation_fraction=0.25, n_iter_no_change=2)
+    final, paths, events = _uninterrupted_with_snapshots(cfg, *spirals, str(tmp_path),
+                                                         targets={"task": "classification", "classes": [0, 1]},
+                                                         stop_points=_validation_stops)
+    state = snapshot.load(final).state
+    # The run this test needs: stopped on the held-out score after growing past its best.
+    assert state.status == "early_stopped"
+    assert max(state.history.scores["hidden_units"]) == state.network.n_hidden + cfg.n_iter_no_change
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "resume_child.py"), str(tmp_path), *paths.values()],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(paths) >= 8
+    for ep, path in paths.items():
+        report = diff_snapshots(final, os.path.join(str(tmp_path), "resumed-" + os.path.basename(path)))
+        assert report["identical"], (ep, report["lines"])
 
 
 def test_resume_sweep_cascade2(tmp_path, spirals):

@@ -10,6 +10,7 @@ import torch
 from cascor import snapshot, trainer
 from cascor.errors import CorruptSnapshotError, IncompatibleSnapshotError, SnapshotError, UnsafeSnapshotError
 from cascor.snapshot.reader import read_snapshot
+from cascor.snapshot import format as fmt
 from cascor.snapshot.writer import STAGES
 
 from snaputil import flip_bit, replace_dataset, resign, set_json
@@ -125,7 +126,7 @@ def test_tampered_tensor_names_object_and_digests(snap_path):
         (lambda p: replace_dataset(p, "pool/weights", np.zeros((8, 2), "<f4")), CorruptSnapshotError, r"shape \(8, 2\)"),
         (lambda p: replace_dataset(p, "extra/thing", np.zeros(3)), CorruptSnapshotError, "unexpected object"),
         (lambda p: _delete(p, "optimizer/output_delta"), CorruptSnapshotError, "missing: optimizer/output_delta"),
-        (lambda p: _set_attr(p, "format_version", "2.0"), IncompatibleSnapshotError, "format 2.0, this cascor reads up to 1.1"),
+        (lambda p: _set_attr(p, "format_version", "2.0"), IncompatibleSnapshotError, "format 2.0, this cascor reads up to " + fmt.version_string()),
         (lambda p: set_json(p, "meta", lambda m: m["hidden_activations"].__setitem__(0, "os.system")),
          CorruptSnapshotError, r"meta.hidden_activations\[0\]: expected a string .* found the string 'os.system'"),
         (lambda p: set_json(p, "config", lambda c: c.__setitem__("pool_size", -1)), CorruptSnapshotError, "pool"),

@@ -54,6 +54,11 @@ class CascorConfig:
     error_measure: str = "bits"
     score_threshold: float = 0.35
     error_index_threshold: float = 0.2
+    # Held-out data (format 1.2): the share of the training data set aside when no separate
+    # validation data is given (0: none), and when to stop growing on it.
+    validation_fraction: float = 0.0
+    n_iter_no_change: int = 5
+    tol: float = 1e-4
     # Root of every random stream the run draws from.
     seed: int = 0
 
@@ -185,7 +190,9 @@ def _validate(cfg: CascorConfig) -> None:
     ):
         number(name, nonneg=True)
     number("weight_multiplier")
-    for name in ("output_patience", "input_patience", "max_units"):
+    number("validation_fraction", nonneg=True, upper=0.9)
+    number("tol", nonneg=True)
+    for name in ("output_patience", "input_patience", "max_units", "n_iter_no_change"):
         number(name, nonneg=True, integer=True, upper=1_000_000)
     for name in ("output_epochs", "input_epochs", "pool_size", "candidate_block"):
         number(name, positive=True, integer=True, upper=1_000_000)
@@ -299,6 +306,9 @@ FIELD_HELP: dict[str, str] = {
     "error_measure": "bits (classification: outputs within score_threshold) or index (regression: ErrorIndex)",
     "score_threshold": "an output counts as right within this distance of its target [ScoreThreshold]",
     "error_index_threshold": "regression is solved below this ErrorIndex [ErrorIndexThreshold]",
+    "validation_fraction": "share of the training data held out to choose the network's size (0: none)",
+    "n_iter_no_change": "stop growing after this many units without a validation gain of tol (0: never)",
+    "tol": "validation score gain (accuracy or R^2) that counts as an improvement",
     "seed": "root seed of every random stream of the run",
 }
 

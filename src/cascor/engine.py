@@ -20,11 +20,13 @@ import uuid
 
 import torch
 
+from .activations import ACTIVATION_SPECS
 from .kernels import get_activation
-from .errors import DataError
+from .errors import DataError, DivergedError
 from .network import HiddenUnit, unit_column
 from .quickprop import quickprop_update
 from .state import TrainState
+from .validation import loss_and_score
 
 Tensor = torch.Tensor
 
@@ -62,7 +64,9 @@ def data_digest(X: Tensor, Y: Tensor) -> str:
 class Engine:
     """Advances a :class:`TrainState` on fixed training data, one epoch per :meth:`step`."""
 
-    def __init__(self, state: TrainState, X, Y, backend=None):
+    def __init__(self, state: TrainState, X, Y, backend=None, validation=None):
+        """``validation``: the held-out (X, Y) when the state has a validation part (the trainer
+        splits it off; see :func:`cascor.trainer.start`)."""
         from .parallel import LocalBackend
 
         X, Y = as_training_tensors(X, Y)
@@ -105,13 +109,40 @@ class Engine:
         std = float(Y.std(unbiased=False)) if cfg.error_measure == "index" else 1.0
         self._target_std = std if std > 0 else 1.0
         self._cand_inputs: tuple | None = None
+        spec = ACTIVATION_SPECS[cfg.output_activation]
+        self._range = (spec.low, spec.high)
+        self._val_values = self._val_Y = None
+        v = state.validation
+        if (v is None) != (validation is None):
+            raise DataError("this run validates on held-out data: pass it" if validation is None
+                            else "held-out data given to a run that has no validation part")
+        if v is not None:
+            Xv, Yv = as_training_tensors(*validation)
+            if tuple(Xv.shape) != (v.n_patterns, I) or Yv.shape[1] != O:
+                raise DataError(f"validation data shape {tuple(Xv.shape)} -> {tuple(Yv.shape)} does not match the "
+                                f"run ({v.n_patterns} patterns, {I} inputs, {O} outputs)")
+            vdigest = data_digest(Xv, Yv)
+            if not v.digest:
+                v.digest = vdigest
+            elif v.digest != vdigest:
+                raise DataError(f"the validation data differs from the data this run validated on (sha256 "
+                                f"{vdigest[:12]}... vs {v.digest[:12]}...)")
+            # The same cache as the training rows: one new column per install, so scoring a phase
+            # end costs one small product on the held-out rows only.
+            self._val_values = torch.zeros(v.n_patterns, 1 + I + cfg.max_units)
+            self._val_values[:, 0] = 1.0
+            self._val_values[:, 1 : 1 + I] = Xv
+            for k, unit in enumerate(net.units):
+                col = 1 + I + k
+                self._val_values[:, col] = unit_column(self._val_values[:, :col], unit)
+            self._val_Y = Yv
 
     MAX_CHUNK_EPOCHS = 64  # epochs one distributed step may run at most (see _chunk_length)
 
     # -- public -----------------------------------------------------------------------
     def step(self, limit: int | None = None) -> str:
         """Advance to the next epoch boundary; returns what happened: 'output', 'candidates',
-        'installed', 'solved' or 'max_units'.
+        'installed', 'solved', 'max_units' or 'early_stopped'.
 
         One epoch, except in a candidate phase handed to a distributed backend, which runs up to
         ``limit`` epochs per call (its chunk size otherwise) and ends at an epoch boundary
@@ -148,6 +179,11 @@ class Engine:
         torch.mul(st.diffs, self._prime, out=st.errors)
         flat = st.diffs.view(-1)
         true_error = float(torch.dot(flat, flat))
+        if not math.isfinite(true_error):
+            raise DivergedError(
+                f"training diverged at epoch {cnt.epoch} ({net.n_hidden} hidden units): the output error is "
+                f"{true_error}; the output step is too large for these targets: lower output_epsilon "
+                f"(now {cfg.output_epsilon}) or scale the targets")
         bits = int(torch.count_nonzero(flat.abs() > cfg.score_threshold))
         cnt.true_error, cnt.error_bits = true_error, bits
         ph.passes += 1
@@ -158,6 +194,7 @@ class Engine:
             won = cnt.error_index <= cfg.error_index_threshold
         if won:
             st.history.add_output_epoch(cnt.epoch, net.n_hidden, true_error, bits)
+            self._phase_end(true_error)
             return self._finish("solved")
 
         slope = torch.mm(st.errors.t(), Xv)
@@ -178,13 +215,42 @@ class Engine:
         elif ph.updates >= ph.quit:
             stagnant = True
         if stagnant or ph.passes >= cfg.output_epochs:
+            if self._phase_end(true_error):
+                return self._finish("early_stopped")
             if net.n_hidden >= cfg.max_units:
                 return self._finish("max_units")
             self._enter(self.state, "candidates", quit=cfg.input_epochs)
         return "output"
 
+    def _phase_end(self, true_error: float) -> bool:
+        """Score the network as the output phase leaves it; True when validation says stop.
+
+        The training figures are those of the phase's last measured epoch (no extra pass over
+        the training data); the held-out rows are scored with the weights as they are now."""
+        st, cfg = self.state, self.state.config
+        net, task = st.network, st.targets.get("task", "regression")
+        train_loss = true_error / self._out.numel()
+        _, train_score = loss_and_score(self._out, self.Y, task, *self._range)
+        val_loss = val_score = math.nan
+        stop = False
+        v = st.validation
+        if v is not None:
+            W = net.output_weights
+            y = self._val_values[:, : net.fan_in] @ W.t()
+            out = torch.empty_like(y)
+            self._out_act.forward(y, out)
+            val_loss, val_score = loss_and_score(out, self._val_Y, task, *self._range)
+            if not math.isfinite(val_loss):
+                raise DivergedError(f"the held-out error is {val_loss} at epoch {st.counters.epoch} "
+                                    f"({net.n_hidden} hidden units): lower output_epsilon (now {cfg.output_epsilon})")
+            v.observe(net.n_hidden, val_loss, val_score, W, cfg.tol)
+            stop = cfg.n_iter_no_change > 0 and v.since_best >= cfg.n_iter_no_change
+        st.history.add_scores(st.counters.epoch, net.n_hidden, train_loss, train_score, val_loss, val_score)
+        return stop
+
     def _finish(self, status: str) -> str:
         self.state.status = status
+        self.state.roll_back()  # always end on the best network seen (a no-op without validation)
         self._enter(self.state, "done", quit=0)
         return status
 
@@ -265,6 +331,9 @@ class Engine:
         st.counters.epoch += 1
         st.counters.candidate_epochs += 1
         st.history.add_candidate_epoch(st.counters.epoch, st.network.n_hidden, pool.best_score)
+        if math.isnan(pool.best_score):
+            raise DivergedError(f"the candidates' scores are not numbers at epoch {st.counters.epoch} "
+                                f"({st.network.n_hidden} hidden units): lower input_epsilon (now {cfg.input_epsilon})")
         if measuring:
             return False
         i = ph.updates
@@ -332,6 +401,8 @@ class Engine:
         F = net.fan_in
         unit = HiddenUnit(weights, act, steep)
         self.values[:, F] = unit_column(self.values[:, :F], unit)
+        if self._val_values is not None:
+            self._val_values[:, F] = unit_column(self._val_values[:, :F], unit)
         if pool.cascade2:
             out_w = extra * cfg.weight_multiplier
         else:

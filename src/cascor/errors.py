@@ -40,3 +40,8 @@ class UnsafeSnapshotError(SnapshotError):
 
 class RunDirectoryError(SnapshotError):
     """A run directory is in use, holds another run, or has nothing to resume from."""
+
+
+class DivergedError(CascorError):
+    """Training produced a non-finite error or score: the step sizes are too large for the data.
+    The run stops at that epoch; its last snapshot (if any) is from before."""

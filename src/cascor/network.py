@@ -78,6 +78,20 @@ class CascadeNetwork:
         self._output_weights[:, self.fan_in] = output_weights
         self.units.append(unit)
 
+    def prefix(self, n_units: int, output_weights: Tensor) -> "CascadeNetwork":
+        """The network of the first ``n_units`` units with ``output_weights`` [O, 1 + I + n_units]:
+        exactly the network this one was when it had that many units (units never change once
+        installed), given the output weights it had then. Shares the frozen unit tensors."""
+        if not 0 <= n_units <= len(self.units):
+            raise StateError(f"a prefix of {n_units} units of a network with {len(self.units)}")
+        net = CascadeNetwork(self.n_inputs, self.n_outputs, self.output_activation, self.capacity)
+        net.units = list(self.units[:n_units])
+        if tuple(output_weights.shape) != (self.n_outputs, net.fan_in):
+            raise StateError(f"prefix output weights: expected shape {(self.n_outputs, net.fan_in)}, "
+                             f"found {tuple(output_weights.shape)}")
+        net.output_weights.copy_(output_weights)
+        return net
+
     # -- inference -----------------------------------------------------------------
     def values(self, X: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """Every pattern's values row [N, fan_in] (bias, inputs, hidden units).

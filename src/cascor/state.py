@@ -19,9 +19,11 @@ from .history import History
 from .network import CascadeNetwork
 from .quickprop import QuickpropSlots
 from .tree import load_tensors
+from .validation import ValidationState
 
 PHASES = ("output", "candidates", "done")
-STATUSES = ("running", "solved", "max_units")
+# early_stopped: the validation score stopped improving (n_iter_no_change units); format 1.2.
+STATUSES = ("running", "solved", "max_units", "early_stopped")
 
 
 @dataclass
@@ -90,6 +92,8 @@ class TrainState:
         # so a resume on different data is refused instead of silently diverging.
         self.targets: dict = {"task": "regression", "classes": None}
         self.data_digest = ""
+        # Held-out data: the split, and the best network seen on it (None: the run has none).
+        self.validation: ValidationState | None = None
 
     def new_pool(self) -> CandidatePool:
         cfg = self.config
@@ -105,6 +109,25 @@ class TrainState:
     @property
     def done(self) -> bool:
         return self.phase.name == "done"
+
+    def best_network(self) -> CascadeNetwork:
+        """The network to use now: the best one seen on held-out data (a prefix of the current
+        one with the output weights it had then), or the current one when there is no validation
+        or no output phase has ended yet. A finished run has already been rolled back to it."""
+        v = self.validation
+        if v is None or v.best_weights is None:
+            return self.network
+        return self.network.prefix(v.best_n_units, v.best_weights)
+
+    def roll_back(self) -> None:
+        """Replace the network by :meth:`best_network` (at the end of a run): the units after the
+        best are dropped (the history keeps their record) and the output slots start afresh."""
+        v = self.validation
+        if v is None or v.best_weights is None:
+            return
+        self.network = self.best_network()
+        self.output_slots = QuickpropSlots(self.network.n_outputs, 1 + self.network.n_inputs + self.config.max_units,
+                                           self.network.fan_in)
 
     # -- state tree ------------------------------------------------------------------
     def state_dict(self, copy: bool = True) -> dict:
@@ -126,6 +149,7 @@ class TrainState:
             "history": self.history.state_dict(),
             "targets": dict(self.targets),
             "data_digest": self.data_digest,
+            "validation": None if self.validation is None else self.validation.state_dict(copy),
         }
 
     @classmethod
@@ -148,6 +172,12 @@ class TrainState:
             obj.history.load_state_dict(state["history"])
             obj.targets = dict(state["targets"])
             obj.data_digest = str(state["data_digest"])
+            if state["validation"] is not None:
+                obj.validation = ValidationState.from_state_dict(state["validation"], obj.network.n_inputs,
+                                                                 obj.network.n_outputs)
+                if obj.validation.best_n_units > obj.network.n_hidden:
+                    raise StateError(f"the best network has {obj.validation.best_n_units} units but the run "
+                                     f"has {obj.network.n_hidden}")
             if state["pool"] is not None:
                 if obj.phase.name != "candidates":
                     raise StateError(f"a candidate pool is present but the phase is {obj.phase.name!r}")

@@ -10,9 +10,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+import torch
+
+from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
 from .engine import Engine, as_training_tensors
+from .errors import DataError
 from .state import TrainState, new_state
+from .validation import ValidationState, class_labels, split_indices
 
 # A callback sees the engine and the event of the step just run; returning True stops the run
 # at this epoch boundary.
@@ -27,16 +32,54 @@ class RunReport:
     seconds: float  # wall time inside the training loop only
 
 
-def start(config: CascorConfig, X, Y, backend=None) -> Engine:
-    """A fresh run on (X, Y); ``backend`` computes candidate pools (default: in-process)."""
+def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = None, validation=None) -> Engine:
+    """A fresh run on (X, Y); ``backend`` computes candidate pools (default: in-process).
+
+    ``targets`` says what the outputs mean ({"task": "classification" | "regression",
+    "classes": ...}); it decides the score (accuracy or R^2) and stratifies the split.
+    ``validation`` is held-out (X_val, Y_val); without it, ``config.validation_fraction`` of
+    (X, Y) is held out (stream (2,) of the seed), and the held-out row numbers are kept in the
+    state so :func:`resume` on the same (X, Y) splits identically.
+    """
     X, Y = as_training_tensors(X, Y)
+    targets = dict(targets or {"task": "regression", "classes": None})
+    held = None
+    if validation is not None:
+        Xv, Yv = as_training_tensors(*validation)
+        vstate = ValidationState(Xv.shape[0], X.shape[0])
+        held = (Xv, Yv)
+    elif config.validation_fraction > 0:
+        spec = ACTIVATION_SPECS[config.output_activation]
+        strata = class_labels(Y, spec.low, spec.high).numpy() if targets.get("task") == "classification" else None
+        train, val = split_indices(X.shape[0], config.validation_fraction, config.seed, strata)
+        vstate = ValidationState(len(val), X.shape[0], index=val)
+        held = (X[val], Y[val])
+        X, Y = X[train].contiguous(), Y[train].contiguous()
     state = new_state(config, X.shape[1], Y.shape[1], X.shape[0])
-    return Engine(state, X, Y, backend)
+    state.targets = targets
+    if held is not None:
+        state.validation = vstate
+    return Engine(state, X, Y, backend, validation=held)
 
 
-def resume(state: TrainState, X, Y, backend=None) -> Engine:
-    """Continue a run from its state tree; nothing is re-initialised."""
-    return Engine(state, X, Y, backend)
+def resume(state: TrainState, X, Y, backend=None, *, validation=None) -> Engine:
+    """Continue a run from its state tree; nothing is re-initialised. (X, Y) are the data given
+    to :func:`start` (a held-out part is split off again by the stored row numbers);
+    ``validation`` the separate held-out data, if the run was started with some."""
+    v = state.validation
+    if v is not None and v.index is not None:
+        if validation is not None:
+            raise DataError("this run holds out part of its training data; do not pass separate validation data")
+        X, Y = as_training_tensors(X, Y)
+        if X.shape[0] != v.n_total:
+            raise DataError(f"the run was started on {v.n_total} patterns (holding out {v.n_patterns}); "
+                            f"got {X.shape[0]}: resume with the same data")
+        mask = torch.ones(X.shape[0], dtype=torch.bool)
+        val = torch.from_numpy(v.index)
+        mask[val] = False
+        validation = (X[val], Y[val])
+        X, Y = X[mask].contiguous(), Y[mask].contiguous()
+    return Engine(state, X, Y, backend, validation=validation)
 
 
 def run(

@@ -1,4 +1,4 @@
-"""The state tree <-> format 1.1 objects, in stages, so that a checkpoint costs the training loop little.
+"""The state tree <-> format 1.2 objects, in stages, so that a checkpoint costs the training loop little.
 
 :func:`take` runs at the moment of a save: the state tree (``TrainState.state_dict``, cloned
 or, for a save written at once, the live tensors) plus the process-global RNG states, as a
@@ -56,6 +56,18 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
         arrays[f"history/{key}"] = np.asarray(hist["epochs"][key]).astype(dtype, copy=False)
     for key, dtype in fmt.HISTORY_UNIT.items():
         arrays[f"history/unit_{key}"] = np.asarray(hist["units"][key]).astype(dtype, copy=False)
+    for key, dtype in fmt.HISTORY_SCORE.items():
+        arrays[f"history/score_{key}"] = np.asarray(hist["scores"][key]).astype(dtype, copy=False)
+    val_meta = None
+    val = state_dict.get("validation")
+    if val is not None:
+        val_meta = {k: val[k] for k in ("n_patterns", "n_total", "digest", "best_n_units", "best_score",
+                                        "best_loss", "since_best")}
+        val_meta["split"] = val["index"] is not None
+        if val["index"] is not None:
+            arrays["validation/index"] = _as(val["index"], fmt.I8)
+        if val["best_weights"] is not None:
+            arrays["validation/best_weights"] = _as(val["best_weights"], fmt.F4)
     pool_meta = None
     if pool is not None:
         pool_meta = {"activations": list(pool["activations"]), "best": int(pool["best"]),
@@ -76,8 +88,10 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
         "pool": pool_meta,
         "history_epochs": int(arrays["history/epoch"].size),
         "history_unit_activations": list(hist["units"]["activation"]),
+        "history_scores": int(arrays["history/score_epoch"].size),
         "targets": state_dict["targets"],
         "data_digest": state_dict["data_digest"],
+        "validation": val_meta,
     }
     return meta, arrays
 
@@ -110,7 +124,15 @@ def decode_state(raw: RawSnapshot) -> dict:
         "epochs": {key: a[f"history/{key}"] for key in fmt.HISTORY_EPOCH},
         "units": {**{key: a[f"history/unit_{key}"] for key in fmt.HISTORY_UNIT},
                   "activation": list(m["history_unit_activations"])},
+        "scores": {key: a[f"history/score_{key}"] for key in fmt.HISTORY_SCORE},
     }
+    validation = None
+    if m["validation"] is not None:
+        vm = m["validation"]
+        validation = {k: vm[k] for k in ("n_patterns", "n_total", "digest", "best_n_units", "best_score",
+                                         "best_loss", "since_best")}
+        validation["index"] = np.array(a["validation/index"], copy=True) if vm["split"] else None
+        validation["best_weights"] = t("validation/best_weights") if vm["best_n_units"] >= 0 else None
     return {
         "config": raw.config,
         "run_id": raw.attrs["run_id"],
@@ -127,6 +149,7 @@ def decode_state(raw: RawSnapshot) -> dict:
         "history": history,
         "targets": m["targets"],
         "data_digest": m["data_digest"],
+        "validation": validation,
     }
 
 
@@ -288,12 +311,17 @@ def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict
         "errors": _w(state.errors), "diffs": _w(state.diffs),
         "rows_from": first_row,
         "history_epochs": {k: v[first_row:] for k, v in h.epochs.items()} if first_row else h.epochs,
-        "history_units": h.units,
+        "history_units": h.units, "history_scores": h.scores,
         "targets": state.targets, "data_digest": state.data_digest,
+        "validation": None,
         "pool": None,
         "globals": capture_raw(numpy_generators), "backend": _check_backend(backend), "data": data_source,
         "versions": runtime_versions(), "counter": int(counter), "parent_digest": parent_digest, "created": time.time(),
     }
+    v = state.validation
+    if v is not None:
+        wire["validation"] = dict(v.state_dict(copy=False),
+                                  best_weights=None if v.best_weights is None else _w(v.best_weights))
     if pool is not None:
         pd, pp = pool.slots.views()
         wire["pool"] = {"plan": pool.plan, "best": pool.best, "best_score": pool.best_score,
@@ -330,15 +358,18 @@ def raw_from_wire(w: dict, mirror: WireMirror | None = None) -> dict:
         "output_slots": {"delta": _r(w["output_delta"]), "prev_slope": _r(w["output_prev_slope"])},
         "phase": w["phase"], "counters": w["counters"], "pool": pool,
         "errors": _r(w["errors"]), "diffs": _r(w["diffs"]),
-        "history": state_from_columns(columns, w["history_units"]),
+        "history": state_from_columns(columns, w["history_units"], w["history_scores"]),
         "targets": w["targets"], "data_digest": w["data_digest"],
+        "validation": None if w["validation"] is None else dict(
+            w["validation"], best_weights=None if w["validation"]["best_weights"] is None
+            else _r(w["validation"]["best_weights"])),
     }
     return {"state": state, "globals": w["globals"], "backend": w["backend"], "data": w["data"],
             "versions": w.get("versions"), "attrs": _attrs(w["run_id"], w["counter"], w["parent_digest"], w["created"])}
 
 
 def finish(raw: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """A raw tree -> (arrays, root attributes) of a format 1.0 file, ready for ``write_snapshot``."""
+    """A raw tree -> (arrays, root attributes) of a format 1.2 file, ready for ``write_snapshot``."""
     meta, arrays = encode_state(raw["state"])  # tensor or array leaves alike
     glob, glob_arrays = encode_globals(raw["globals"])
     arrays.update(glob_arrays)

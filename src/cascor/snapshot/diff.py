@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SnapshotError
+from . import format as fmt
 from .migrate import migrate
 from .reader import read_snapshot
 
 
 def _first_history_divergence(a: dict, b: dict) -> int | None:
-    keys = [k for k in a if k.startswith("history/") and not k.startswith("history/unit_")]
+    keys = [f"history/{k}" for k in fmt.HISTORY_EPOCH]
     n = min(len(a["history/epoch"]), len(b["history/epoch"]))
     for i in range(n):
         for k in keys:

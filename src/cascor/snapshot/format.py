@@ -1,4 +1,4 @@
-"""Snapshot format 1.1: which objects a file holds, their dtypes and shapes, and digests.
+"""Snapshot format 1.2: which objects a file holds, their dtypes and shapes, and digests.
 
 Pure NumPy/JSON (no torch, no h5py) so that the layout can be checked against a file's
 metadata before any tensor is read. See docs/snapshot-format.md for the prose version.
@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 FORMAT_NAME = "cascor-snapshot"
-FORMAT_VERSION = (1, 1)  # 1.1: runtime/meta records the library versions (see migrate.py)
+FORMAT_VERSION = (1, 2)  # 1.1: library versions; 1.2: validation and per-unit scores (see migrate.py)
 USERBLOCK_SIZE = 512
 MAGIC = b"CASCOR-SNAPSHOT\n"
 
@@ -39,6 +39,7 @@ F4, F8, I1, I4, I8, U1 = "<f4", "<f8", "|i1", "<i4", "<i8", "|u1"
 
 HISTORY_EPOCH = {"epoch": I8, "phase": I1, "hidden_units": I4, "true_error": F8, "error_bits": I8, "best_score": F8}
 HISTORY_UNIT = {"epoch": I8, "candidate": I4, "score": F8, "steepness": F8}
+HISTORY_SCORE = {"epoch": I8, "hidden_units": I4, "train_loss": F8, "train_score": F8, "val_loss": F8, "val_score": F8}
 
 
 def version_string(version: tuple[int, int] = FORMAT_VERSION) -> str:
@@ -82,6 +83,18 @@ def expected_layout(meta: dict, config: dict, runtime: dict | None) -> dict[str,
         layout[f"history/{key}"] = (dtype, (n_epochs,))
     for key, dtype in HISTORY_UNIT.items():
         layout[f"history/unit_{key}"] = (dtype, (n_units,))
+    if "history_scores" in meta:  # format 1.2 (an older file gains empty columns by migration)
+        for key, dtype in HISTORY_SCORE.items():
+            layout[f"history/score_{key}"] = (dtype, (int(meta["history_scores"]),))
+    val = meta.get("validation")
+    if val is not None:
+        if val["split"]:
+            layout["validation/index"] = (I8, (int(val["n_patterns"]),))
+        best = int(val["best_n_units"])
+        if best > H:
+            raise ValueError(f"the best network has {best} units but the network has {H}")
+        if best >= 0:
+            layout["validation/best_weights"] = (F4, (O, 1 + I + best))
     pool = meta["pool"]
     if pool is not None:
         C = len(pool["activations"])
@@ -115,6 +128,8 @@ def working_bytes(meta: dict, config: dict) -> int:
     hidden-value cache, the output weights and their quickprop slots, and the candidate pool,
     all sized for ``max_units``. Checked against the reader's limit before anything is built."""
     I, O, P = int(meta["n_inputs"]), int(meta["n_outputs"]), int(meta["n_patterns"])
+    if meta.get("validation") is not None:
+        P += int(meta["validation"]["n_patterns"])  # the held-out rows have the same cache
     width = 1 + I + int(config["max_units"])
     pool = int(config["pool_size"])
     return 4 * (P * width + 3 * O * width + 3 * pool * width + 2 * P * O + 3 * pool * O)

@@ -7,7 +7,12 @@ applies it and rewrites the file atomically. Golden files of every released vers
 in tests/fixtures/ and must load forever.
 
 Released versions: 1.0 (the first); 1.1 (``runtime/meta`` records the library versions a
-bit-exact resume depends on, ``versions``; a 1.0 file migrates with ``versions: null``, unknown).
+bit-exact resume depends on, ``versions``; a 1.0 file migrates with ``versions: null``, unknown);
+1.2 (held-out data: ``meta.validation`` with ``validation/index`` and ``validation/best_weights``;
+the per-phase-end score table ``history/score_*`` counted by ``meta.history_scores``; the config
+fields ``validation_fraction``, ``n_iter_no_change``, ``tol``; the status ``early_stopped``. A 1.1
+file migrates as a run without held-out data, with an empty score table and every config field
+written out, the new ones at their defaults, which change nothing for a run without held-out data).
 """
 
 from __future__ import annotations
@@ -27,8 +32,26 @@ def _v1_0_to_v1_1(raw: RawSnapshot) -> RawSnapshot:
     return raw
 
 
-MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {(1, 0): ((1, 1), _v1_0_to_v1_1)}
-RELEASED = ((1, 0), (1, 1))
+def _v1_1_to_v1_2(raw: RawSnapshot) -> RawSnapshot:
+    """1.2 adds held-out data and the score table; a 1.1 run had neither."""
+    import numpy as np
+
+    from ..config import CascorConfig
+
+    raw.meta = dict(raw.meta, validation=None, history_scores=0)
+    for key, dtype in fmt.HISTORY_SCORE.items():
+        raw.arrays[f"history/score_{key}"] = np.zeros(0, dtype=dtype)
+    # Every field written out (missing ones, like candidate_block in early 1.0 files, at their
+    # defaults): the upgraded file holds exactly the config this version would write.
+    raw.config = CascorConfig.from_dict(dict(raw.config)).to_dict()
+    return raw
+
+
+MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {
+    (1, 0): ((1, 1), _v1_0_to_v1_1),
+    (1, 1): ((1, 2), _v1_1_to_v1_2),
+}
+RELEASED = ((1, 0), (1, 1), (1, 2))
 
 
 def migrate(raw: RawSnapshot) -> RawSnapshot:

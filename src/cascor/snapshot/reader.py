@@ -227,7 +227,7 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
             if not isinstance(docs[name], dict):
                 raise CorruptSnapshotError(f"{path}: {name!r} must be a JSON object")
         meta, config, runtime = docs["meta"], docs["config"], docs["runtime/meta"]
-        schema.check_meta(meta, path)
+        schema.check_meta(meta, path, version)
         schema.check_runtime(runtime, path)
         _check_config(config, path)
         try:

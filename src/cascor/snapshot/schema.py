@@ -151,7 +151,7 @@ def _text_ok(s: str, where: str) -> None:
 _NAMES = _list(_str(_ACT, MAX_NAME), MAX_UNITS)
 
 META = _obj({
-    "status": _enum("running", "solved", "max_units"),
+    "status": _enum("running", "solved", "max_units", "early_stopped"),
     "n_inputs": _int(1, 1_000_000),
     "n_outputs": _int(1, 100_000),
     "n_patterns": _int(1, 10**10),
@@ -164,9 +164,14 @@ META = _obj({
     "pool": _opt(_obj({"activations": _NAMES, "best": _int(0, MAX_UNITS), "best_score": _float})),
     "history_epochs": _int(0, 10**10),
     "history_unit_activations": _NAMES,
+    "history_scores": _int(0, MAX_UNITS + 1),
     "targets": _any_json(),
     "data_digest": _str(_HEX64, 64),
-})
+    "validation": _opt(_obj({"n_patterns": _int(1, 10**10), "n_total": _int(1, 2 * 10**10),
+                             "digest": _str(_HEX64, 64), "split": _bool, "best_n_units": _int(-1, MAX_UNITS),
+                             "best_score": _float, "best_loss": _float, "since_best": _int(0, MAX_UNITS + 1)})),
+}, optional=("history_scores", "validation"))  # format 1.2 (check_meta requires them from 1.2 on)
+META_1_2 = ("history_scores", "validation")
 
 _U32 = _int(0, 2**32 - 1)
 RUNTIME = _obj({
@@ -205,8 +210,15 @@ def _run(schema, value, path: str, name: str) -> None:
         raise CorruptSnapshotError(f"{path}: {bad.where}: expected {bad.expected}; found {_found(bad.value)}") from None
 
 
-def check_meta(meta, path: str) -> None:
+def check_meta(meta, path: str, version: tuple[int, int] = (1, 2)) -> None:
     _run(META, meta, path, "meta")
+    have = [k for k in META_1_2 if k in meta]
+    if version >= (1, 2) and len(have) != len(META_1_2):
+        missing = sorted(set(META_1_2) - set(have))
+        raise CorruptSnapshotError(f"{path}: meta: expected the key(s) {', '.join(missing)}; found them missing")
+    if version < (1, 2) and have:
+        raise CorruptSnapshotError(f"{path}: meta.{have[0]}: expected no such key in format "
+                                   f"{version[0]}.{version[1]}; found it")
 
 
 def check_runtime(runtime, path: str) -> None:

@@ -111,12 +111,18 @@ def _summary_lines(s: dict) -> list[str]:
         f"{state}: {s['hidden_units']} hidden units, {s['epochs']} epochs "
         f"({s['output_epochs']} output + {s['candidate_epochs']} candidate), {s['train_seconds']:.3f} s",
     ]
-    if "train_accuracy" in s:
-        lines.append(f"train accuracy {s['train_accuracy']:.4f}"
-                     + (f", test accuracy {s['test_accuracy']:.4f}" if "test_accuracy" in s else ""))
-    if "train_rmse" in s:
-        lines.append(f"train RMSE {s['train_rmse']:.4f}, R^2 {s['train_r2']:.4f}"
-                     + (f"; test RMSE {s['test_rmse']:.4f}" if "test_rmse" in s else ""))
+    if "best_hidden_units" in s:
+        lines[0] = (f"{state} after growing {s['grown_units']} hidden units, {s['epochs']} epochs, "
+                    f"{s['train_seconds']:.3f} s; the network is the best on held-out data: "
+                    f"{s['hidden_units']} units")
+    parts = []
+    for part in ("train", "validation", "test"):
+        if f"{part}_accuracy" in s:
+            parts.append(f"{part} accuracy {s[f'{part}_accuracy']:.4f}")
+        if f"{part}_rmse" in s:
+            parts.append(f"{part} RMSE {s[f'{part}_rmse']:.4f}, R^2 {s[f'{part}_r2']:.4f}")
+    if parts:
+        lines.append("; ".join(parts))
     lines.append(f"snapshot: {s['snapshot']}")
     return lines
 
@@ -144,6 +150,58 @@ def _train_options(f):
     return f
 
 
+def _validation_options(f):
+    for opt in reversed([
+        click.option("--validation-fraction", type=click.FloatRange(0.0, 0.9, max_open=False), default=None,
+                     help="Hold out this share of the training data (stratified) to choose the network's size; "
+                          "the run ends on the best network seen on it. Default: none (the paper's behaviour: "
+                          "grow until the training set is solved)."),
+        click.option("--validation", "validation_file", type=click.Path(dir_okay=False), default=None,
+                     help="Held-out data file (same columns as --data) instead of a split."),
+        click.option("--early-stopping/--no-early-stopping", default=None,
+                     help="Stop growing when the held-out score stops improving (--early-stopping alone holds "
+                          "out 0.2); --no-early-stopping grows to the end and still ends on the best network."),
+        click.option("--n-iter-no-change", type=click.IntRange(min=1), default=None,
+                     help="Units without a held-out gain of tol before growth stops (default: 5)."),
+        click.option("--test", "test_file", type=click.Path(dir_okay=False), default=None,
+                     help="Test data file, scored in the summary (never used for training or stopping)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _validation_config(cfg, fraction, validation_file, early, patience):
+    """The config with the command line's held-out-data choices."""
+    from .errors import ConfigError
+
+    if fraction is not None and validation_file is not None:
+        raise ConfigError("give --validation-fraction or --validation FILE, not both")
+    changes = {}
+    if fraction is not None:
+        changes["validation_fraction"] = fraction
+    elif early and validation_file is None and cfg.validation_fraction == 0:
+        changes["validation_fraction"] = 0.2
+    if early is False:
+        changes["n_iter_no_change"] = 0
+    if patience is not None:
+        changes["n_iter_no_change"] = patience
+    return cfg.replace(**changes)
+
+
+def _extra_data(path, target, ds, what):
+    """A held-out or test file, checked against the training data's columns and classes."""
+    from . import workflow
+    from .errors import DataError
+
+    if path is None:
+        return None
+    extra, _ = workflow.load_data(None, path, target)
+    if extra.X.shape[1] != ds.X.shape[1] or extra.task != ds.task:
+        raise DataError(f"{what} file {workflow.printable(path)}: {extra.X.shape[1]} {extra.task} features; "
+                        f"the training data has {ds.X.shape[1]} {ds.task} features")
+    return extra
+
+
 @main.command()
 @click.option("--dataset", help="Built-in dataset (two-spirals, xor, parity2..8, spirals, iris, wine, ...).")
 @click.option("--data", type=click.Path(dir_okay=False), help="CSV or NPZ file.")
@@ -153,8 +211,10 @@ def _train_options(f):
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed of every random stream.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", "resume_flag", is_flag=True, help="Continue from OUT/latest.h5 if it exists.")
+@_validation_options
 @_train_options
-def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_after, checkpoint_every, keep_last,
+def train(dataset, data, target, preset, sets, seed, out, resume_flag, validation_fraction, validation_file,
+          early_stopping, n_iter_no_change, test_file, stop_after, checkpoint_every, keep_last,
           as_json, quiet, backend, workers, threads, scheduler):
     """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
     from . import config as cfgmod
@@ -173,7 +233,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_afte
                 if passed_over:
                     _note(f"resuming from {point}")
                 _resume(point, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
-                        parallel, lock=lock)
+                        parallel, lock=lock, validation_file=validation_file, test_file=test_file)
                 return
         from .snapshot.rundir import refuse_other
 
@@ -186,11 +246,17 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, stop_afte
             cfg = cfg.replace(seed=seed)
         explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
         cfg = workflow.adapt_config(cfg, ds, explicit)
+        cfg = _validation_config(cfg, validation_fraction, validation_file, early_stopping, n_iter_no_change)
+        val_ds = _extra_data(validation_file, target, ds, "validation")
+        test_ds = _extra_data(test_file, target, ds, "test")
         X, Y, info = workflow.targets_for(ds, cfg)
+        held = None
+        if val_ds is not None:
+            held = workflow.targets_for(ds, cfg, X=val_ds.X, y=val_ds.y)[:2]
         chosen = workflow.backend_from({"name": "local"}, parallel)
-        engine = start(cfg, X, Y, backend=chosen)
-        engine.state.targets = info
-        _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock)
+        engine = start(cfg, X, Y, backend=chosen, targets=info, validation=held)
+        _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock,
+             extra=(val_ds, test_ds))
 
 
 def _note(message: str) -> None:
@@ -198,7 +264,7 @@ def _note(message: str) -> None:
     _echo(message, err=True)
 
 
-def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, **kw):
+def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, extra=(None, None), **kw):
     from . import workflow
 
     progress = _progress(quiet)
@@ -211,7 +277,7 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
         engine.backend.close()
         if progress and progress.bar is not None:
             progress.bar.close()
-    summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot)
+    summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot, *extra)
     _emit(summary, as_json, [] if as_json and quiet else _summary_lines(summary))
 
 
@@ -228,7 +294,7 @@ def _recorded_data(loaded, dataset, data, target):
 
 
 def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel,
-            lock=None):
+            lock=None, validation_file=None, test_file=None):
     from . import snapshot as snap
     from . import workflow
     from .trainer import resume as resume_engine
@@ -243,8 +309,18 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
                   "the continuation may differ from the one the original setup would compute")
         ds, source = _recorded_data(loaded, dataset, data, target)
         X, Y, _ = workflow.targets_for(ds, loaded.state.config)
-        engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note))
+        v = loaded.state.validation
+        if v is not None and v.index is None and validation_file is None:
+            from .errors import DataError
+
+            raise DataError(f"{workflow.printable(snapshot)} validates on a separate held-out file: pass it again "
+                            "with --validation FILE")
+        val_ds = _extra_data(validation_file, target, ds, "validation")
+        held = None if val_ds is None else workflow.targets_for(ds, loaded.state.config, X=val_ds.X, y=val_ds.y)[:2]
+        engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note),
+                               validation=held)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
+             extra=(val_ds, _extra_data(test_file, target, ds, "test")),
              protect={os.path.realpath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest,
              new_run=False, lock=lock)
     finally:
@@ -257,14 +333,19 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory for the continuation.")
 @click.option("--dataset", help="Override the recorded dataset.")
 @click.option("--data", type=click.Path(dir_okay=False), help="Override the recorded data file.")
-@click.option("--target", default=None)
+@click.option("--target", default=None, help="CSV target column of --data (name or index; default: last).")
+@click.option("--validation", "validation_file", type=click.Path(dir_okay=False), default=None,
+              help="The held-out data file the run was started with (a run that split its data needs none).")
+@click.option("--test", "test_file", type=click.Path(dir_okay=False), default=None,
+              help="Test data file, scored in the summary.")
 @_train_options
-def resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, backend,
-           workers, threads, scheduler):
+def resume(snapshot, out, dataset, data, target, validation_file, test_file, stop_after, checkpoint_every, keep_last,
+           as_json, quiet, backend, workers, threads, scheduler):
     """Continue a run from SNAPSHOT exactly where it stopped (on the backend it recorded, or --backend)."""
     _set_threads(threads)
     _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
-            {"backend": backend, "workers": workers, "scheduler": scheduler})
+            {"backend": backend, "workers": workers, "scheduler": scheduler}, validation_file=validation_file,
+            test_file=test_file)
 
 
 @main.command()
@@ -274,7 +355,10 @@ def resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, k
 @click.option("--target", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(snapshot, dataset, data, target, as_json):
-    """Score the network in SNAPSHOT on a dataset (train split, and test split if it has one)."""
+    """Score the network in SNAPSHOT: on its recorded training data (training and held-out rows),
+    or on --dataset/--data (unprefixed scores); and on the dataset's test split if it has one."""
+    import numpy as np
+
     from . import snapshot as snap
     from . import workflow
 
@@ -286,7 +370,16 @@ def evaluate(snapshot, dataset, data, target, as_json):
 
         raise DataError(f"the network has {st.network.n_inputs} inputs but the data has {ds.X.shape[1]} features")
     result = {"hidden_units": st.network.n_hidden, "status": st.status}
-    result.update({f"train_{k}": v for k, v in workflow.score(st.network, st.targets, ds.X, ds.y).items()})
+    if dataset or data:
+        # Data named on the command line: what it is (training, test, new) is the user's to say.
+        result.update(workflow.score(st.network, st.targets, ds.X, ds.y))
+    else:
+        rows, held = workflow.held_out_rows(st, len(ds.X))
+        y = np.asarray(ds.y)
+        result.update({f"train_{k}": v for k, v in workflow.score(st.network, st.targets, ds.X[rows], y[rows]).items()})
+        if held is not None:
+            result.update({f"validation_{k}": v for k, v in
+                           workflow.score(st.network, st.targets, ds.X[held], y[held]).items()})
     if ds.X_test is not None:
         result.update({f"test_{k}": v for k, v in workflow.score(st.network, st.targets, ds.X_test, ds.y_test).items()})
     lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
+from dataclasses import fields
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -22,9 +24,29 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .activations import ACTIVATION_SPECS
+from .config import REGRESSION_OUTPUT_EPSILON, CascorConfig
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError
+
+
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
+class _Progress:
+    """verbose=1: one line per installed unit on stderr (as scikit-learn's estimators print)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, engine, event):
+        st = engine.state
+        if event == "installed" or st.done:
+            s = st.history.scores
+            val = f", validation score {s['val_score'][-1]:.4f}" if st.validation is not None and s["val_score"] else ""
+            what = f"unit {st.network.n_hidden} installed" if event == "installed" else f"done ({st.status})"
+            print(f"{self.name}: epoch {st.counters.epoch}: {what}{val}", file=sys.stderr, flush=True)
+        return None
 
 
 def _resolve_seed(random_state) -> int:
@@ -39,21 +61,71 @@ def _resolve_seed(random_state) -> int:
     raise ValueError(f"the 'random_state' parameter must be None, an int, a RandomState or a Generator; got {random_state!r} instead")
 
 
+# Every config field but the seed (``random_state``) is a constructor parameter; None takes the
+# preset's value. Written out (not generated) so help() and get_params() show them plainly.
+CONFIG_PARAMS = tuple(f.name for f in fields(CascorConfig) if f.name != "seed")
+
+# early_stopping="auto" holds out data when a fit has at least this many samples: below it the
+# held-out share costs more than the size choice gains (measured: benchmarks/generalisation.py).
+AUTO_EARLY_STOPPING_SAMPLES = 500
+# Threads for a fit: torch's default (every core) makes small problems several times slower
+# than one thread (two-spirals: 1.7-3.1 s vs 0.1 s); from this many sample x feature values on,
+# the caller's setting is kept.
+SINGLE_THREAD_BELOW = 2_000_000
+
+
 class _CascorBase(BaseEstimator):
     _regression = False
 
-    def __init__(self, preset="default", max_units=None, pool_size=None, max_epochs=None, overrides=None,
-                 random_state=None, warm_start=False, backend="local", n_jobs=None, scheduler=None):
+    def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
+                 tol=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
+                 warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
+                 output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
+                 output_patience=None, output_change_threshold=None, output_epochs=None, candidate_score=None,
+                 candidate_activations=None, candidate_steepnesses=None, candidate_block=None, input_epsilon=None,
+                 input_mu=None, input_decay=None, input_patience=None, input_change_threshold=None,
+                 input_epochs=None, weight_range=None, weight_multiplier=None, sigmoid_prime_offset=None,
+                 error_measure=None, score_threshold=None, error_index_threshold=None, overrides=None):
         self.preset = preset
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.max_units = max_units
         self.pool_size = pool_size
         self.max_epochs = max_epochs
-        self.overrides = overrides
+        self.max_time = max_time
         self.random_state = random_state
         self.warm_start = warm_start
+        self.verbose = verbose
+        self.n_threads = n_threads
         self.backend = backend
         self.n_jobs = n_jobs
         self.scheduler = scheduler
+        self.output_activation = output_activation
+        self.output_epsilon = output_epsilon
+        self.output_mu = output_mu
+        self.output_decay = output_decay
+        self.output_patience = output_patience
+        self.output_change_threshold = output_change_threshold
+        self.output_epochs = output_epochs
+        self.candidate_score = candidate_score
+        self.candidate_activations = candidate_activations
+        self.candidate_steepnesses = candidate_steepnesses
+        self.candidate_block = candidate_block
+        self.input_epsilon = input_epsilon
+        self.input_mu = input_mu
+        self.input_decay = input_decay
+        self.input_patience = input_patience
+        self.input_change_threshold = input_change_threshold
+        self.input_epochs = input_epochs
+        self.weight_range = weight_range
+        self.weight_multiplier = weight_multiplier
+        self.sigmoid_prime_offset = sigmoid_prime_offset
+        self.error_measure = error_measure
+        self.score_threshold = score_threshold
+        self.error_index_threshold = error_index_threshold
+        self.overrides = overrides
 
     def _make_backend(self):
         """The fit's backend, by name (an estimator holds no live workers: it is cloned and pickled)."""
@@ -66,44 +138,80 @@ class _CascorBase(BaseEstimator):
             workers = max(1, (os.cpu_count() or 1) + 1 + workers)  # joblib's convention: -1 = every core
         return make_backend(self.backend, workers=workers, scheduler=self.scheduler)
 
-    def _config(self):
+    def _uses_validation(self, n_samples: int) -> bool:
+        if self.early_stopping not in ("auto", True, False):
+            raise ValueError(f"the 'early_stopping' parameter must be 'auto', True or False; got "
+                             f"{self.early_stopping!r} instead")
+        if self.early_stopping == "auto":
+            return n_samples >= AUTO_EARLY_STOPPING_SAMPLES
+        return bool(self.early_stopping)
+
+    def _config(self, n_samples: int):
+        """The run's config: the preset, then ``overrides``, then every parameter that is not None."""
         cfg = get_preset(self.preset)
         changes = dict(self.overrides or {})
-        if self.max_units is not None:
-            changes["max_units"] = self.max_units
-        if self.pool_size is not None:
-            changes["pool_size"] = self.pool_size
+        for name in CONFIG_PARAMS:
+            value = getattr(self, name)
+            if value is not None:
+                changes[name] = value
         if self._regression:
             changes.setdefault("output_activation", "linear")
             changes.setdefault("error_measure", "index")
+            if changes["output_activation"] == "linear":
+                # (see config.REGRESSION_OUTPUT_EPSILON: the presets' 1.0 diverges on linear outputs)
+                changes.setdefault("output_epsilon", REGRESSION_OUTPUT_EPSILON)
+        if self._uses_validation(n_samples):
+            changes.setdefault("validation_fraction", DEFAULT_VALIDATION_FRACTION)
+        else:
+            changes["validation_fraction"] = 0.0
         return cfg.replace(seed=self.seed_, **changes)
 
     def _train(self, X, Y, targets):
+        import torch
+
         from .trainer import resume, run, start
 
+        if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
+            raise ValueError(f"the 'max_time' parameter must be None or a positive number of seconds; got "
+                             f"{self.max_time!r} instead")
         backend = self._make_backend()
+        threads = torch.get_num_threads()
+        n = self.n_threads if self.n_threads is not None else (1 if X.size < SINGLE_THREAD_BELOW else threads)
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"the 'n_threads' parameter must be None or a positive int; got {self.n_threads!r} instead")
+        torch.set_num_threads(int(n))
         try:
             if self.warm_start and hasattr(self, "state_"):
                 engine = resume(self.state_, X, Y, backend=backend)
             else:
                 if not hasattr(self, "seed_") or not self.warm_start:
                     self.seed_ = _resolve_seed(self.random_state)
-                engine = start(self._config(), X, Y, backend=backend)
-                engine.state.targets = targets
-            run(engine, stop_at_epoch=self.max_epochs)
+                engine = start(self._config(len(X)), X, Y, backend=backend, targets=targets)
+            callbacks = [_Progress(type(self).__name__)] if self.verbose else []
+            run(engine, stop_at_epoch=self.max_epochs, max_seconds=self.max_time, callbacks=callbacks)
             self.backend_ = backend.settings()  # where this fit's candidate pools were computed
         finally:
+            torch.set_num_threads(threads)
             backend.close()
         self._set_fitted(engine.state)
         return self
 
     def _set_fitted(self, state):
         self.state_ = state
-        self.network_ = state.network
-        self.n_hidden_units_ = state.network.n_hidden
+        # The network to predict with: the best one seen on held-out data (a finished run was
+        # already rolled back to it; a run stopped by a budget is cut back here).
+        self.network_ = state.best_network()
+        self.n_hidden_units_ = self.network_.n_hidden
         self.history_ = state.history.to_dict()
-        self.converged_ = state.status == "solved"
+        scores = self.history_["scores"]
+        self.converged_ = state.status in ("solved", "early_stopped")
         self.n_features_in_ = state.network.n_inputs
+        self.n_iter_ = state.counters.epoch
+        self.loss_curve_ = list(scores["train_loss"])
+        v = state.validation
+        self.validation_scores_ = list(scores["val_score"]) if v is not None else None
+        self.best_validation_score_ = v.best_score if v is not None and v.best_n_units >= 0 else None
+        self.best_n_units_ = v.best_n_units if v is not None and v.best_n_units >= 0 else self.network_.n_hidden
 
     def _outputs(self, X):
         import torch
@@ -157,7 +265,8 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         if self.warm_start and hasattr(self, "state_"):
             activation = self.state_.config.output_activation
         else:
-            activation = get_preset(self.preset).replace(**(self.overrides or {})).output_activation
+            activation = self.output_activation or (self.overrides or {}).get("output_activation") \
+                or get_preset(self.preset).output_activation
         spec = ACTIVATION_SPECS[activation]
         Y = encode_targets(y, classes, spec.low, spec.high)
         targets = {"task": "classification", "classes": [c.item() if hasattr(c, "item") else c for c in classes]}

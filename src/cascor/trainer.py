@@ -87,9 +87,12 @@ def run(
     *,
     stop_at_epoch: int | None = None,
     max_steps: int | None = None,
+    max_seconds: float | None = None,
     callbacks: Iterable[Callback] = (),
 ) -> RunReport:
-    """Step until the run is done, ``stop_at_epoch`` is reached, or a callback says stop."""
+    """Step until the run is done, ``stop_at_epoch`` is reached, ``max_seconds`` of wall time have
+    passed (checked at every epoch boundary: the only budget that is not reproducible), or a
+    callback says stop."""
     callbacks = tuple(callbacks)
     hints = [cb.epochs_until_due for cb in callbacks if hasattr(cb, "epochs_until_due")]
     multi_epoch = getattr(engine.backend, "chunk_epochs", None) is not None
@@ -102,6 +105,9 @@ def run(
             stopped = True
             break
         if max_steps is not None and steps >= max_steps:
+            stopped = True
+            break
+        if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
             stopped = True
             break
         # A distributed candidate phase may run several epochs per step: never past a boundary

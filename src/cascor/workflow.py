@@ -15,6 +15,7 @@ import numpy as np
 
 from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
+from .config import REGRESSION_OUTPUT_EPSILON
 from .datasets import DATASET_NAMES, Dataset, decode_outputs, encode_targets, load_dataset, load_file
 from .errors import CascorError, DataError
 
@@ -67,11 +68,14 @@ def source_trusted(snapshot_path: str, run_id: str) -> bool:
 
 
 def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str]) -> CascorConfig:
-    """Regression data gets linear outputs and the ErrorIndex criterion unless the user chose otherwise."""
+    """Regression data gets linear outputs, the ErrorIndex criterion and a stable output step
+    (see ``cascor.sklearn.REGRESSION_OUTPUT_EPSILON``) unless the user chose otherwise."""
     if ds.task == "regression":
         changes = {}
         if "output_activation" not in explicit:
             changes["output_activation"] = "linear"
+            if "output_epsilon" not in explicit:
+                changes["output_epsilon"] = REGRESSION_OUTPUT_EPSILON
         if "error_measure" not in explicit:
             changes["error_measure"] = "index"
         cfg = cfg.replace(**changes)
@@ -229,7 +233,20 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
     return RunOutcome(engine, path, state.done, seconds)
 
 
-def summarize(engine, ds: Dataset, train_seconds: float, snapshot: str) -> dict:
+def held_out_rows(state, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training rows, held-out rows or None) of the ``n`` patterns a run was given."""
+    v = state.validation
+    if v is None or v.index is None:
+        return np.arange(n), None
+    mask = np.ones(n, dtype=bool)
+    mask[v.index] = False
+    return np.flatnonzero(mask), v.index
+
+
+def summarize(engine, ds: Dataset, train_seconds: float, snapshot: str, validation: Dataset | None = None,
+              test: Dataset | None = None) -> dict:
+    """The run's figures: counts, and scores on the training rows, the held-out rows (split off
+    or ``validation``), and the test data (``test``, else the dataset's own test split)."""
     st = engine.state
     c = st.counters
     net = st.network
@@ -249,9 +266,16 @@ def summarize(engine, ds: Dataset, train_seconds: float, snapshot: str) -> dict:
         "run_id": st.run_id,
         "snapshot": snapshot,
     }
-    train = score(net, st.targets, X, ds.y)
-    summary.update({f"train_{k}": v for k, v in train.items()})
-    if ds.X_test is not None:
-        test = score(net, st.targets, ds.X_test, ds.y_test)
-        summary.update({f"test_{k}": v for k, v in test.items()})
+    rows, held = held_out_rows(st, len(X))
+    summary.update({f"train_{k}": v for k, v in score(net, st.targets, X[rows], np.asarray(ds.y)[rows]).items()})
+    v = st.validation
+    if v is not None:
+        summary["best_hidden_units"] = v.best_n_units
+        summary["grown_units"] = max(st.history.scores["hidden_units"], default=0)
+        Xv, yv = (X[held], np.asarray(ds.y)[held]) if held is not None else (validation.X, validation.y)
+        summary.update({f"validation_{k}": val for k, val in score(net, st.targets, Xv, yv).items()})
+    if test is not None:
+        summary.update({f"test_{k}": val for k, val in score(net, st.targets, test.X, test.y).items()})
+    elif ds.X_test is not None:
+        summary.update({f"test_{k}": val for k, val in score(net, st.targets, ds.X_test, ds.y_test).items()})
     return summary

@@ -320,7 +320,8 @@ def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict
     }
     v = state.validation
     if v is not None:
-        wire["validation"] = dict(v.state_dict(copy=False),
+        wire["validation"] = dict(v.state_dict(copy=False),  # arrays as (dtype, shape, buffer), like tensors
+                                  index=None if v.index is None else (v.index.dtype.str, v.index.shape, v.index),
                                   best_weights=None if v.best_weights is None else _w(v.best_weights))
     if pool is not None:
         pd, pp = pool.slots.views()
@@ -361,8 +362,8 @@ def raw_from_wire(w: dict, mirror: WireMirror | None = None) -> dict:
         "history": state_from_columns(columns, w["history_units"], w["history_scores"]),
         "targets": w["targets"], "data_digest": w["data_digest"],
         "validation": None if w["validation"] is None else dict(
-            w["validation"], best_weights=None if w["validation"]["best_weights"] is None
-            else _r(w["validation"]["best_weights"])),
+            w["validation"], index=None if w["validation"]["index"] is None else _r(w["validation"]["index"]),
+            best_weights=None if w["validation"]["best_weights"] is None else _r(w["validation"]["best_weights"])),
     }
     return {"state": state, "globals": w["globals"], "backend": w["backend"], "data": w["data"],
             "versions": w.get("versions"), "attrs": _attrs(w["run_id"], w["counter"], w["parent_digest"], w["created"])}

@@ -1,0 +1,181 @@
+"""Held-out data: the split, early stopping, rollback to the best prefix, numerical safety."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+
+from cascor import snapshot, trainer
+from cascor.config import preset
+from cascor.datasets import encode_targets
+from cascor.errors import DataError, DivergedError
+from cascor.validation import split_indices
+
+CLF = {"task": "classification", "classes": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def moons():
+    X, y = make_moons(600, noise=0.3, random_state=0)
+    return X.astype(np.float32), encode_targets(y, np.array([0, 1]), -0.5, 0.5), y
+
+
+def test_split_is_deterministic_stratified_and_seeded():
+    y = np.array([0] * 90 + [1] * 10)
+    train, val = split_indices(100, 0.2, seed=7, strata=y)
+    again = split_indices(100, 0.2, seed=7, strata=y)
+    assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
+    assert len(val) == 20 and sorted(np.concatenate([train, val]).tolist()) == list(range(100))
+    assert np.all(np.diff(train) > 0)  # training rows keep the data's order
+    assert np.sum(y[val] == 1) == 2  # the 9:1 class ratio holds in the held-out rows
+    other = split_indices(100, 0.2, seed=8, strata=y)[1]
+    assert not np.array_equal(np.sort(val), np.sort(other))
+    # a class too small to stratify falls back to a plain split instead of failing
+    tiny = np.array([0] * 99 + [1])
+    assert len(split_indices(100, 0.2, seed=7, strata=tiny)[1]) == 20
+    with pytest.raises(DataError, match="need at least one of each"):
+        split_indices(1, 0.5, seed=0)
+
+
+def test_early_stop_rolls_back_to_exactly_the_best_prefix(moons):
+    X, Y, _ = moons
+    cfg = preset("default").replace(seed=3, validation_fraction=0.25, n_iter_no_change=3, max_units=30)
+    seen = {}  # output weights at every output phase end, by unit count
+
+    def remember(engine, event):
+        scores = engine.state.history.scores
+        if len(scores["hidden_units"]) > len(seen):
+            net = engine.state.network
+            seen[scores["hidden_units"][-1]] = ([u.weights.clone() for u in net.units],
+                                               net.output_weights.clone())
+
+    eng = trainer.start(cfg, X, Y, targets=CLF)
+    trainer.run(eng, callbacks=[remember])
+    st = eng.state
+    v = st.validation
+    grown = max(st.history.scores["hidden_units"])
+    assert st.status == "early_stopped" and grown == v.best_n_units + cfg.n_iter_no_change
+    assert st.network.n_hidden == v.best_n_units < grown
+    # The final network is the one the run had at its best phase end, bit for bit.
+    units, weights = seen[v.best_n_units]
+    assert all(torch.equal(a.weights, b) for a, b in zip(st.network.units, units))
+    assert torch.equal(st.network.output_weights, weights)
+    # ... and it is the best on the held-out rows among all phase ends.
+    val = st.history.scores["val_score"]
+    assert v.best_score == max(val) == val[st.history.scores["hidden_units"].index(v.best_n_units)]
+    assert len(st.history.units["epoch"]) == grown  # the history keeps the units it dropped
+
+
+def test_held_out_rows_are_never_trained_on(moons):
+    """Changing a held-out target changes the validation scores but not one training step."""
+    X, Y, _ = moons
+    cfg = preset("default").replace(seed=4, validation_fraction=0.25, n_iter_no_change=0, max_units=3)
+    a = trainer.start(cfg, X, Y, targets=CLF)
+    trainer.run(a)
+    Y2 = Y.copy()
+    Y2[a.state.validation.index[:20]] *= 0.5  # same classes (so the same stratified split), other targets
+    b = trainer.start(cfg, X, Y2, targets=CLF)
+    trainer.run(b)
+    np.testing.assert_array_equal(np.asarray(a.state.history.epochs["true_error"]),
+                                  np.asarray(b.state.history.epochs["true_error"]))  # NaN == NaN here
+    assert a.state.history.scores["val_loss"] != b.state.history.scores["val_loss"]
+
+
+def test_a_stop_and_resume_anywhere_is_identical_with_validation(moons, tmp_path):
+    X, Y, _ = moons
+    cfg = preset("default").replace(seed=3, validation_fraction=0.25, n_iter_no_change=3, max_units=30)
+    ref = trainer.start(cfg, X, Y, targets=CLF)
+    trainer.run(ref)
+    final = snapshot.save(ref.state, str(tmp_path / "ref.h5"))
+    for stop in (1, ref.state.counters.epoch // 2, ref.state.counters.epoch - 1):
+        eng = trainer.start(cfg, X, Y, targets=CLF)
+        trainer.run(eng, stop_at_epoch=stop)
+        path = str(tmp_path / f"s{stop}.h5")
+        snapshot.save(eng.state, path)
+        resumed = trainer.resume(snapshot.load(path).state, X, Y)
+        trainer.run(resumed)
+        assert snapshot.save(resumed.state, str(tmp_path / "r.h5")) == final, stop
+    with pytest.raises(DataError, match="started on 600 patterns"):
+        trainer.resume(snapshot.load(path).state, X[:500], Y[:500])
+
+
+def test_separate_validation_data_is_checked_on_resume(moons, tmp_path):
+    X, Y, _ = moons
+    cfg = preset("default").replace(seed=1, n_iter_no_change=2, max_units=10)
+    eng = trainer.start(cfg, X[:400], Y[:400], targets=CLF, validation=(X[400:], Y[400:]))
+    trainer.run(eng, stop_at_epoch=150)
+    path = str(tmp_path / "v.h5")
+    snapshot.save(eng.state, path)
+    with pytest.raises(DataError, match="validates on held-out data: pass it"):
+        trainer.resume(snapshot.load(path).state, X[:400], Y[:400])
+    with pytest.raises(DataError, match="validation data differs"):
+        trainer.resume(snapshot.load(path).state, X[:400], Y[:400], validation=(X[400:], -Y[400:]))
+    trainer.run(trainer.resume(snapshot.load(path).state, X[:400], Y[:400], validation=(X[400:], Y[400:])))
+
+
+def test_paper_presets_are_unchanged_without_validation(spirals):
+    """No held-out data: the run grows as before; the score table only adds training figures."""
+    X, Y = spirals
+    eng = trainer.start(preset("fahlman-spirals").replace(seed=1), X, Y, targets=CLF)
+    trainer.run(eng)
+    st = eng.state
+    assert st.status == "solved" and st.validation is None
+    s = st.history.scores
+    assert len(s["hidden_units"]) == st.network.n_hidden + 1 and s["train_score"][-1] == 1.0
+    assert all(np.isnan(s["val_score"]))
+
+
+def _robot_like():
+    """PROBEN1 robot's shape: 374 rows, 48 correlated inputs, 3 targets in [-1, 1]."""
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(374, 4))
+    X = Z @ rng.normal(size=(4, 48)) + 0.3 * rng.normal(size=(374, 48))
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    return X, np.tanh(Z[:, :3] + 0.2 * rng.normal(size=(374, 3))).astype(np.float32)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_the_regressor_default_is_stable():
+    from cascor.sklearn import CascorRegressor
+
+    X, Y = _robot_like()
+    cfg = preset("default").replace(output_activation="linear", error_measure="index", max_units=30)
+    eng = trainer.start(cfg, X, Y)
+    with pytest.raises(DivergedError, match="diverged at epoch .* lower output_epsilon"):
+        trainer.run(eng)  # the classification preset's output_epsilon=1.0 on linear outputs
+    reg = CascorRegressor(max_units=30, random_state=0, early_stopping=False).fit(X, Y)
+    assert np.all(np.isfinite(reg.predict(X))) and reg.score(X, Y) > 0.5
+
+
+def test_cli_validation_split_summary_and_evaluate_labels(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--dataset", "two-spirals", "--out", str(out),
+                           "--early-stopping", "--seed", "3", "--json", "-q"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert {"train_accuracy", "validation_accuracy", "test_accuracy", "best_hidden_units"} <= set(summary)
+    assert summary["hidden_units"] == summary["best_hidden_units"] <= summary["grown_units"]
+    proc = subprocess.run([sys.executable, "-m", "cascor", "evaluate", str(out / "final.h5"), "--json"],
+                          capture_output=True, text=True)
+    scores = json.loads(proc.stdout)
+    assert scores["validation_accuracy"] == pytest.approx(summary["validation_accuracy"])
+    assert scores["train_accuracy"] == pytest.approx(summary["train_accuracy"])
+    proc = subprocess.run([sys.executable, "-m", "cascor", "evaluate", str(out / "final.h5"), "--json",
+                           "--dataset", "two-spirals"], capture_output=True, text=True)
+    named = json.loads(proc.stdout)
+    assert "accuracy" in named and "train_accuracy" not in named  # data named by the user is not "train"
+
+
+def test_cli_diverging_regression_is_one_line(tmp_path):
+    data = tmp_path / "d.csv"
+    X, Y = _robot_like()
+    np.savetxt(data, np.column_stack([X, Y[:, 0]]), delimiter=",")
+    proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--data", str(data), "--out", str(tmp_path / "o"),
+                           "--set", "output_epsilon=1.0", "-q"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: training diverged") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -147,7 +147,7 @@ def test_a_diverging_run_stops_with_a_clear_error_and_the_regressor_default_is_s
     eng = trainer.start(cfg, X, Y)
     with pytest.raises(DivergedError, match="diverged at epoch .* lower output_epsilon"):
         trainer.run(eng)  # the classification preset's output_epsilon=1.0 on linear outputs
-    reg = CascorRegressor(max_units=30, random_state=0, early_stopping=False).fit(X, Y)
+    reg = CascorRegressor(max_units=30, random_state=0, early_stopping=False).fit(X, Y)  # normalised step
     assert np.all(np.isfinite(reg.predict(X))) and reg.score(X, Y) > 0.5
 
 
@@ -175,7 +175,8 @@ def test_cli_diverging_regression_is_one_line(tmp_path):
     X, Y = _robot_like()
     np.savetxt(data, np.column_stack([X, Y[:, 0]]), delimiter=",")
     proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--data", str(data), "--out", str(tmp_path / "o"),
-                           "--set", "output_epsilon=1.0", "-q"], capture_output=True, text=True)
+                           "--set", "output_step=patterns", "--set", "output_epsilon=1.0", "-q"], capture_output=True,
+                          text=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: training diverged") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

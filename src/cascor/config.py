@@ -17,10 +17,11 @@ from .errors import ConfigError
 
 CANDIDATE_SCORES = ("covariance", "cascade2")
 # The output step for linear outputs when the user did not choose one (estimators, CLI): quickprop
-# on linear outputs diverged with the classification presets' 1.0 (and with 0.35) on PROBEN1-
-# robot-like data (48 correlated inputs, tests/test_validation.py); 0.1 is stable there.
-REGRESSION_OUTPUT_EPSILON = 0.1
+# on linear outputs diverged with the presets' step (1.0, and 0.35 and 0.1 too) on PROBEN1-robot-
+# like data (48 correlated inputs) and on scikit-learn's check data; the normalised step is stable.
+REGRESSION_OUTPUT_STEP = {"output_step": "normalised", "output_epsilon": 0.5}
 ERROR_MEASURES = ("bits", "index")
+OUTPUT_STEPS = ("patterns", "normalised")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class CascorConfig:
     output_patience: int = 8
     output_change_threshold: float = 0.01
     output_epochs: int = 100
+    # How output_epsilon is scaled: "patterns" divides it by the number of patterns (cascor1.c);
+    # "normalised" by the summed squared values the outputs read (normalised LMS), which bounds
+    # the linear step whatever the inputs' scale: linear outputs diverge without it.
+    output_step: str = "patterns"
     # Candidate phase (quickprop ascent on the candidates' input weights).
     candidate_score: str = "covariance"
     candidate_activations: tuple[str, ...] = ("symmetric_sigmoid",)
@@ -205,6 +210,8 @@ def _validate(cfg: CascorConfig) -> None:
         _fail("output_activation", "one of " + ", ".join(OUTPUT_ACTIVATION_NAMES), cfg.output_activation)
     if cfg.candidate_score not in CANDIDATE_SCORES:
         _fail("candidate_score", "one of " + ", ".join(CANDIDATE_SCORES), cfg.candidate_score)
+    if cfg.output_step not in OUTPUT_STEPS:
+        _fail("output_step", "one of " + ", ".join(OUTPUT_STEPS), cfg.output_step)
     if cfg.error_measure not in ERROR_MEASURES:
         _fail("error_measure", "one of " + ", ".join(ERROR_MEASURES), cfg.error_measure)
     acts = cfg.candidate_activations
@@ -292,6 +299,8 @@ FIELD_HELP: dict[str, str] = {
     "output_patience": "output epochs without a significant error change before the phase ends [OutputPatience]",
     "output_change_threshold": "relative error change that counts as significant [OutputChangeThreshold]",
     "output_epochs": "most epochs of one output phase [OutputEpochs]",
+    "output_step": "patterns (output_epsilon / patterns, cascor1.c) or normalised (/ summed squared values: stable "
+                   "for linear outputs)",
     "candidate_score": "covariance (Cascade-Correlation) or cascade2 (error-minimising candidates)",
     "candidate_activations": "activations the candidate pool cycles through (comma-separated)",
     "candidate_steepnesses": "steepnesses the candidate pool cycles through (comma-separated)",

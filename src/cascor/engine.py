@@ -112,6 +112,7 @@ class Engine:
         spec = ACTIVATION_SPECS[cfg.output_activation]
         self._range = (spec.low, spec.high)
         self._val_values = self._val_Y = None
+        self._norm: tuple[int, float] | None = None  # (fan-in, summed squared values) for output_step
         v = state.validation
         if (v is None) != (validation is None):
             raise DataError("this run validates on held-out data: pass it" if validation is None
@@ -199,7 +200,8 @@ class Engine:
 
         slope = torch.mm(st.errors.t(), Xv)
         d, p = st.output_slots.views()
-        quickprop_update(W, d, p, slope, epsilon=cfg.output_epsilon / P, mu=cfg.output_mu, decay=cfg.output_decay)
+        quickprop_update(W, d, p, slope, epsilon=cfg.output_epsilon / self._step_scale(Xv), mu=cfg.output_mu,
+                         decay=cfg.output_decay)
         cnt.epoch += 1
         cnt.output_epochs += 1
         ph.updates += 1
@@ -221,6 +223,18 @@ class Engine:
                 return self._finish("max_units")
             self._enter(self.state, "candidates", quit=cfg.input_epochs)
         return "output"
+
+    def _step_scale(self, Xv: Tensor) -> float:
+        """What output_epsilon is divided by: the pattern count (cascor1.c), or for the normalised
+        step the summed squared values the outputs read (normalised LMS: a linear step below 2 of
+        it cannot overshoot, whatever the inputs' scale). Fixed within a phase (the values are)."""
+        if self.state.config.output_step == "patterns":
+            return float(self.state.n_patterns)
+        F = Xv.shape[1]
+        if self._norm is None or self._norm[0] != F:
+            flat = Xv.contiguous().view(-1)
+            self._norm = (F, max(float(torch.dot(flat, flat)), 1e-12))
+        return self._norm[1]
 
     def _phase_end(self, true_error: float) -> bool:
         """Score the network as the output phase leaves it; True when validation says stop.

@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .activations import ACTIVATION_SPECS
-from .config import REGRESSION_OUTPUT_EPSILON, CascorConfig
+from .config import REGRESSION_OUTPUT_STEP, CascorConfig
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError
@@ -65,9 +65,14 @@ def _resolve_seed(random_state) -> int:
 # preset's value. Written out (not generated) so help() and get_params() show them plainly.
 CONFIG_PARAMS = tuple(f.name for f in fields(CascorConfig) if f.name != "seed")
 
-# early_stopping="auto" holds out data when a fit has at least this many samples: below it the
-# held-out share costs more than the size choice gains (measured: benchmarks/generalisation.py).
-AUTO_EARLY_STOPPING_SAMPLES = 500
+# early_stopping="auto" holds out data when a fit has at least this many samples. Measured with
+# benchmarks/generalisation.py (docs/results.md): a classifier that grows until its training set
+# is solved generalises as well as the validated one on small, clean sets (iris .987 vs .953,
+# wine .989 vs .977, two-spirals .704 vs .673 with 120-194 training rows) and far worse from a
+# few hundred noisy rows on (moons .854 vs .909, 3-class make_classification .783 vs .855); a
+# regressor never "solves" its data (it grows to ErrorIndex 0.2), so it overfits from the start
+# (diabetes, 353 rows: R^2 .06 vs .49).
+AUTO_EARLY_STOPPING_SAMPLES = {"classifier": 300, "regressor": 100}
 # Threads for a fit: torch's default (every core) makes small problems several times slower
 # than one thread (two-spirals: 1.7-3.1 s vs 0.1 s); from this many sample x feature values on,
 # the caller's setting is kept.
@@ -81,7 +86,8 @@ class _CascorBase(BaseEstimator):
                  tol=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
                  warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
-                 output_patience=None, output_change_threshold=None, output_epochs=None, candidate_score=None,
+                 output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
+                 candidate_score=None,
                  candidate_activations=None, candidate_steepnesses=None, candidate_block=None, input_epsilon=None,
                  input_mu=None, input_decay=None, input_patience=None, input_change_threshold=None,
                  input_epochs=None, weight_range=None, weight_multiplier=None, sigmoid_prime_offset=None,
@@ -109,6 +115,7 @@ class _CascorBase(BaseEstimator):
         self.output_patience = output_patience
         self.output_change_threshold = output_change_threshold
         self.output_epochs = output_epochs
+        self.output_step = output_step
         self.candidate_score = candidate_score
         self.candidate_activations = candidate_activations
         self.candidate_steepnesses = candidate_steepnesses
@@ -143,7 +150,7 @@ class _CascorBase(BaseEstimator):
             raise ValueError(f"the 'early_stopping' parameter must be 'auto', True or False; got "
                              f"{self.early_stopping!r} instead")
         if self.early_stopping == "auto":
-            return n_samples >= AUTO_EARLY_STOPPING_SAMPLES
+            return n_samples >= AUTO_EARLY_STOPPING_SAMPLES["regressor" if self._regression else "classifier"]
         return bool(self.early_stopping)
 
     def _config(self, n_samples: int):
@@ -158,8 +165,9 @@ class _CascorBase(BaseEstimator):
             changes.setdefault("output_activation", "linear")
             changes.setdefault("error_measure", "index")
             if changes["output_activation"] == "linear":
-                # (see config.REGRESSION_OUTPUT_EPSILON: the presets' 1.0 diverges on linear outputs)
-                changes.setdefault("output_epsilon", REGRESSION_OUTPUT_EPSILON)
+                # (config.REGRESSION_OUTPUT_STEP: the presets' step diverges on linear outputs)
+                for key, value in REGRESSION_OUTPUT_STEP.items():
+                    changes.setdefault(key, value)
         if self._uses_validation(n_samples):
             changes.setdefault("validation_fraction", DEFAULT_VALIDATION_FRACTION)
         else:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
-from .config import REGRESSION_OUTPUT_EPSILON
+from .config import REGRESSION_OUTPUT_STEP
 from .datasets import DATASET_NAMES, Dataset, decode_outputs, encode_targets, load_dataset, load_file
 from .errors import CascorError, DataError
 
@@ -69,13 +69,12 @@ def source_trusted(snapshot_path: str, run_id: str) -> bool:
 
 def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str]) -> CascorConfig:
     """Regression data gets linear outputs, the ErrorIndex criterion and a stable output step
-    (see ``cascor.sklearn.REGRESSION_OUTPUT_EPSILON``) unless the user chose otherwise."""
+    (``config.REGRESSION_OUTPUT_STEP``) unless the user chose otherwise."""
     if ds.task == "regression":
         changes = {}
         if "output_activation" not in explicit:
             changes["output_activation"] = "linear"
-            if "output_epsilon" not in explicit:
-                changes["output_epsilon"] = REGRESSION_OUTPUT_EPSILON
+            changes.update({k: v for k, v in REGRESSION_OUTPUT_STEP.items() if k not in explicit})
         if "error_measure" not in explicit:
             changes["error_measure"] = "index"
         cfg = cfg.replace(**changes)

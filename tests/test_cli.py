@@ -43,7 +43,7 @@ def test_train_writes_final_snapshot_and_json_summary(run_dir):
 def test_evaluate_and_plots(run_dir, tmp_path):
     out, summary = run_dir
     ev = last_json(cascor("evaluate", str(out / "final.h5"), "--dataset", "two-spirals", "--json"))
-    assert ev["train_accuracy"] == 1.0 and ev["hidden_units"] == summary["hidden_units"] and "test_accuracy" in ev
+    assert ev["accuracy"] == 1.0 and ev["hidden_units"] == summary["hidden_units"] and "test_accuracy" in ev
     for kind in ("boundary", "history", "network"):
         png = tmp_path / f"{kind}.png"
         cascor("plot", str(out / "final.h5"), "--out", str(png), "--kind", kind)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.datasets import make_moons
 
 from cascor.datasets import two_spirals
 from cascor.sklearn import CascorClassifier, CascorRegressor
@@ -87,3 +88,70 @@ def test_backend_parameters_are_checked_at_fit():
         CascorClassifier(backend="gpu").fit(ds.X, ds.y)
     with pytest.raises(ValueError, match="'n_jobs' parameter must be None or an int"):
         CascorClassifier(n_jobs="2").fit(ds.X, ds.y)
+
+
+def test_every_config_field_is_a_parameter_and_reaches_the_config():
+    from dataclasses import fields
+
+    from cascor.config import CascorConfig
+
+    params = CascorClassifier().get_params()
+    assert {f.name for f in fields(CascorConfig)} - {"seed"} <= set(params)
+    clf = CascorClassifier(input_patience=3, candidate_activations=("gaussian",), max_units=2, random_state=0,
+                           early_stopping=False)
+    clf.fit(*make_moons(60, noise=0.2, random_state=0))
+    cfg = clf.state_.config
+    assert (cfg.input_patience, cfg.candidate_activations, cfg.max_units) == (3, ("gaussian",), 2)
+
+
+def test_early_stopping_attributes_threads_and_auto_threshold():
+    import torch
+
+    X, y = make_moons(400, noise=0.3, random_state=0)
+    threads = torch.get_num_threads()
+    clf = CascorClassifier(random_state=0).fit(X, y)  # 400 >= 300: auto holds out data
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+    assert clf.state_.validation is not None and clf.state_.config.validation_fraction == 0.2
+    assert clf.best_n_units_ == clf.n_hidden_units_ and len(clf.validation_scores_) == len(clf.loss_curve_)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.n_iter_ == clf.state_.counters.epoch
+    small = CascorClassifier(random_state=0).fit(X[:200], y[:200])
+    assert small.state_.validation is None and small.validation_scores_ is None
+    with pytest.raises(ValueError, match="early_stopping"):
+        CascorClassifier(early_stopping="yes").fit(X, y)
+
+
+def test_a_budget_stop_predicts_with_the_best_network_seen():
+    X, y = make_moons(600, noise=0.3, random_state=1)
+    full = CascorClassifier(random_state=0, n_iter_no_change=0, max_units=12).fit(X, y)
+    cut = CascorClassifier(random_state=0, n_iter_no_change=0, max_units=12, max_epochs=full.n_iter_ // 2).fit(X, y)
+    assert not cut.state_.done and cut.network_.n_hidden == cut.best_n_units_ <= cut.state_.network.n_hidden
+    scores = cut.validation_scores_
+    assert cut.best_validation_score_ == max(scores)
+
+
+def test_cross_entropy_outputs_give_probabilities_and_decision_function_agrees():
+    from sklearn.datasets import load_iris
+
+    from cascor.config import preset
+    from cascor.errors import ConfigError
+
+    X, y = load_iris(return_X_y=True)
+    clf = CascorClassifier(output_loss="cross_entropy", random_state=0, max_units=4).fit(X, y)
+    assert clf.network_.output_activation == "softmax"
+    p = clf.predict_proba(X)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    from scipy.special import expit, softmax
+
+    d = clf.decision_function(X)
+    np.testing.assert_allclose(p, softmax(d, axis=1), rtol=1e-9, atol=1e-12)  # the network's softmax, no clipping
+    np.testing.assert_array_equal(clf.classes_[d.argmax(axis=1)], clf.predict(X))
+    binary = CascorClassifier(output_loss="cross_entropy", random_state=0, max_units=3).fit(X[:100], y[:100])
+    assert binary.network_.output_activation == "asymmetric_sigmoid"
+    d = binary.decision_function(X[:100])
+    np.testing.assert_array_equal(binary.classes_[(d > 0).astype(int)], binary.predict(X[:100]))
+    np.testing.assert_allclose(binary.predict_proba(X[:100])[:, 1], expit(d), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigError, match="cross_entropy"):
+        preset("default").replace(output_activation="softmax")
+    with pytest.raises(ConfigError, match="asymmetric_sigmoid or softmax"):
+        preset("default").replace(output_loss="cross_entropy")

@@ -37,10 +37,16 @@ ACTIVATION_SPECS: dict[str, ActivationSpec] = {
     "sin_symmetric": ActivationSpec(-1.0, 1.0, False),
     "cos": ActivationSpec(0.0, 1.0, False),
     "cos_symmetric": ActivationSpec(-1.0, 1.0, False),
+    # Outputs only: a row-wise softmax (probabilities summing to 1), trained with cross-entropy.
+    "softmax": ActivationSpec(0.0, 1.0, False),
 }
 
-ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATION_SPECS)
-OUTPUT_ACTIVATION_NAMES: tuple[str, ...] = ("symmetric_sigmoid", "asymmetric_sigmoid", "tanh", "linear")
+OUTPUT_ONLY = ("softmax",)
+# Names a candidate (hidden) unit may use.
+ACTIVATION_NAMES: tuple[str, ...] = tuple(n for n in ACTIVATION_SPECS if n not in OUTPUT_ONLY)
+OUTPUT_ACTIVATION_NAMES: tuple[str, ...] = ("symmetric_sigmoid", "asymmetric_sigmoid", "tanh", "linear", "softmax")
+# Output activations whose cross-entropy gradient with respect to the net input is out - target.
+CROSS_ENTROPY_OUTPUTS: tuple[str, ...] = ("asymmetric_sigmoid", "softmax")
 
 # FANN's Cascade 2 default pool: these ten functions x steepnesses {0.25, 0.5, 0.75, 1}.
 FANN_POOL_ACTIVATIONS: tuple[str, ...] = (

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Iterable
 
-from .activations import ACTIVATION_NAMES, FANN_POOL_ACTIVATIONS, OUTPUT_ACTIVATION_NAMES
+from .activations import ACTIVATION_NAMES, CROSS_ENTROPY_OUTPUTS, FANN_POOL_ACTIVATIONS, OUTPUT_ACTIVATION_NAMES
 from .errors import ConfigError
 
 CANDIDATE_SCORES = ("covariance", "cascade2")
@@ -22,6 +22,7 @@ CANDIDATE_SCORES = ("covariance", "cascade2")
 REGRESSION_OUTPUT_STEP = {"output_step": "normalised", "output_epsilon": 0.5}
 ERROR_MEASURES = ("bits", "index")
 OUTPUT_STEPS = ("patterns", "normalised")
+OUTPUT_LOSSES = ("squared", "cross_entropy")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class CascorConfig:
     # "normalised" by the summed squared values the outputs read (normalised LMS), which bounds
     # the linear step whatever the inputs' scale: linear outputs diverge without it.
     output_step: str = "patterns"
+    # What the output phase minimises: squared error (cascor1.c), or cross-entropy for
+    # asymmetric_sigmoid (binary) / softmax (multi-class) outputs: calibrated probabilities; the
+    # residual the candidates correlate with is then out - target.
+    output_loss: str = "squared"
     # Candidate phase (quickprop ascent on the candidates' input weights).
     candidate_score: str = "covariance"
     candidate_activations: tuple[str, ...] = ("symmetric_sigmoid",)
@@ -210,6 +215,13 @@ def _validate(cfg: CascorConfig) -> None:
         _fail("output_activation", "one of " + ", ".join(OUTPUT_ACTIVATION_NAMES), cfg.output_activation)
     if cfg.candidate_score not in CANDIDATE_SCORES:
         _fail("candidate_score", "one of " + ", ".join(CANDIDATE_SCORES), cfg.candidate_score)
+    if cfg.output_loss not in OUTPUT_LOSSES:
+        _fail("output_loss", "one of " + ", ".join(OUTPUT_LOSSES), cfg.output_loss)
+    if cfg.output_loss == "cross_entropy" and cfg.output_activation not in CROSS_ENTROPY_OUTPUTS:
+        _fail("output_activation", "asymmetric_sigmoid or softmax with output_loss='cross_entropy'",
+              cfg.output_activation)
+    if cfg.output_activation == "softmax" and cfg.output_loss != "cross_entropy":
+        _fail("output_loss", "'cross_entropy' with softmax outputs", cfg.output_loss)
     if cfg.output_step not in OUTPUT_STEPS:
         _fail("output_step", "one of " + ", ".join(OUTPUT_STEPS), cfg.output_step)
     if cfg.error_measure not in ERROR_MEASURES:
@@ -299,6 +311,8 @@ FIELD_HELP: dict[str, str] = {
     "output_patience": "output epochs without a significant error change before the phase ends [OutputPatience]",
     "output_change_threshold": "relative error change that counts as significant [OutputChangeThreshold]",
     "output_epochs": "most epochs of one output phase [OutputEpochs]",
+    "output_loss": "squared (cascor1.c) or cross_entropy (asymmetric_sigmoid/softmax outputs: calibrated "
+                   "probabilities)",
     "output_step": "patterns (output_epsilon / patterns, cascor1.c) or normalised (/ summed squared values: stable "
                    "for linear outputs)",
     "candidate_score": "covariance (Cascade-Correlation) or cascade2 (error-minimising candidates)",

@@ -113,6 +113,7 @@ class Engine:
         self._range = (spec.low, spec.high)
         self._val_values = self._val_Y = None
         self._norm: tuple[int, float] | None = None  # (fan-in, summed squared values) for output_step
+        self._cross_entropy = cfg.output_loss == "cross_entropy"
         v = state.validation
         if (v is None) != (validation is None):
             raise DataError("this run validates on held-out data: pass it" if validation is None
@@ -174,10 +175,13 @@ class Engine:
         torch.mm(Xv, W.t(), out=self._net)
         self._out_act.forward(self._net, self._out)
         torch.sub(self._out, self.Y, out=st.diffs)
-        self._out_act.prime(self._out, self._net, self._prime)
-        if self._out_act.sigmoid_like:
-            self._prime.add_(cfg.sigmoid_prime_offset)
-        torch.mul(st.diffs, self._prime, out=st.errors)
+        if self._cross_entropy:
+            st.errors.copy_(st.diffs)  # d(cross-entropy)/d(net) of a logistic or softmax output
+        else:
+            self._out_act.prime(self._out, self._net, self._prime)
+            if self._out_act.sigmoid_like:
+                self._prime.add_(cfg.sigmoid_prime_offset)
+            torch.mul(st.diffs, self._prime, out=st.errors)
         flat = st.diffs.view(-1)
         true_error = float(torch.dot(flat, flat))
         if not math.isfinite(true_error):

@@ -143,7 +143,18 @@ def _cos_sym_prime(v, s, out):
     out.neg_()
 
 
+def _softmax(s, out):
+    out.copy_(torch.softmax(s, dim=-1))
+
+
+def _softmax_prime(v, s, out):
+    """The diagonal of the softmax Jacobian, v (1 - v); cross-entropy training never needs it."""
+    torch.mul(v, v, out=out)
+    out.neg_().add_(v)
+
+
 _KERNELS = {
+    "softmax": (_softmax, _softmax_prime),
     "symmetric_sigmoid": (_sym_sigmoid, _sym_sigmoid_prime),
     "asymmetric_sigmoid": (_asym_sigmoid, _asym_sigmoid_prime),
     "tanh": (_tanh, _tanh_prime),

@@ -81,13 +81,17 @@ SINGLE_THREAD_BELOW = 2_000_000
 
 class _CascorBase(BaseEstimator):
     _regression = False
+    _n_classes = None
+
+    def _class_changes(self, changes: dict) -> None:
+        """Config changes that depend on the classes (the classifier's output activation)."""
 
     def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
                  tol=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
                  warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
                  output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
-                 candidate_score=None,
+                 output_loss=None, candidate_score=None,
                  candidate_activations=None, candidate_steepnesses=None, candidate_block=None, input_epsilon=None,
                  input_mu=None, input_decay=None, input_patience=None, input_change_threshold=None,
                  input_epochs=None, weight_range=None, weight_multiplier=None, sigmoid_prime_offset=None,
@@ -116,6 +120,7 @@ class _CascorBase(BaseEstimator):
         self.output_change_threshold = output_change_threshold
         self.output_epochs = output_epochs
         self.output_step = output_step
+        self.output_loss = output_loss
         self.candidate_score = candidate_score
         self.candidate_activations = candidate_activations
         self.candidate_steepnesses = candidate_steepnesses
@@ -161,6 +166,7 @@ class _CascorBase(BaseEstimator):
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
+        self._class_changes(changes)
         if self._regression:
             changes.setdefault("output_activation", "linear")
             changes.setdefault("error_measure", "index")
@@ -277,12 +283,27 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         if self.warm_start and hasattr(self, "state_"):
             activation = self.state_.config.output_activation
         else:
-            activation = self.output_activation or (self.overrides or {}).get("output_activation") \
-                or get_preset(self.preset).output_activation
+            activation = self._output_activation(len(classes))
         spec = ACTIVATION_SPECS[activation]
         Y = encode_targets(y, classes, spec.low, spec.high)
         targets = {"task": "classification", "classes": [c.item() if hasattr(c, "item") else c for c in classes]}
+        self._n_classes = len(classes)
         return self._train(X.astype(np.float32), Y, targets)
+
+    def _output_activation(self, n_classes: int) -> str:
+        """The output activation: the parameter, else with cross-entropy a logistic output for
+        two classes and a softmax for more, else the preset's."""
+        chosen = self.output_activation or (self.overrides or {}).get("output_activation")
+        if chosen:
+            return chosen
+        loss = self.output_loss or (self.overrides or {}).get("output_loss") or get_preset(self.preset).output_loss
+        if loss == "cross_entropy":
+            return "asymmetric_sigmoid" if n_classes == 2 else "softmax"
+        return get_preset(self.preset).output_activation
+
+    def _class_changes(self, changes: dict) -> None:
+        if "output_activation" not in changes and self._n_classes is not None:
+            changes["output_activation"] = self._output_activation(self._n_classes)
 
     def _restore_targets(self, targets):
         self.classes_ = np.asarray(targets["classes"])
@@ -292,9 +313,28 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         spec = ACTIVATION_SPECS[self.network_.output_activation]
         return decode_outputs(out, self.classes_, spec.low, spec.high)
 
+    def decision_function(self, X):
+        """The output units' net inputs (before their activation): one column for two classes
+        (positive: ``classes_[1]``), one per class otherwise; argmax agrees with ``predict``.
+        Every output activation is increasing and centred on net input 0 (the sigmoid family)
+        or row-wise monotone (softmax), so thresholds and rankings carry over."""
+        import torch
+
+        check_is_fitted(self, "state_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        with torch.no_grad():
+            net = self.network_.values(torch.as_tensor(X), dtype=torch.float64) @ \
+                self.network_.output_weights.t().to(torch.float64)
+        net = net.numpy()
+        return net[:, 0] if len(self.classes_) == 2 else net
+
     def predict_proba(self, X):
-        """Outputs mapped to [0, 1] and normalised; argmax agrees with ``predict``."""
+        """Class probabilities. With cross-entropy outputs (``output_loss='cross_entropy'``) these
+        are the network's own (a softmax, or a logistic unit), calibrated by training; otherwise
+        the outputs mapped to [0, 1] and normalised. Argmax agrees with ``predict``."""
         out = self._outputs(X)
+        if self.state_.config.output_loss == "cross_entropy":
+            return np.hstack([1.0 - out, out]) if len(self.classes_) == 2 else out
         spec = ACTIVATION_SPECS[self.network_.output_activation]
         p = np.clip((out - spec.low) / (spec.high - spec.low), 0.0, 1.0)
         if len(self.classes_) == 2:

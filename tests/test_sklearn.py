@@ -155,3 +155,20 @@ def test_cross_entropy_outputs_give_probabilities_and_decision_function_agrees()
         preset("default").replace(output_activation="softmax")
     with pytest.raises(ConfigError, match="asymmetric_sigmoid or softmax"):
         preset("default").replace(output_loss="cross_entropy")
+
+
+def test_warm_start_grows_further_when_max_units_rises_and_refuses_other_changes():
+    X, y = make_moons(200, noise=0.2, random_state=0)
+    clf = CascorClassifier(max_units=2, random_state=0, warm_start=True).fit(X, y)
+    assert clf.state_.status == "max_units" and clf.n_hidden_units_ == 2
+    clf.set_params(max_units=5).fit(X, y)
+    assert clf.n_hidden_units_ > 2 and clf.state_.config.max_units == 5
+    # the first two units are the ones fitted before
+    again = CascorClassifier(max_units=2, random_state=0).fit(X, y)
+    assert all(np.array_equal(a.weights, b.weights) for a, b in zip(clf.network_.units, again.network_.units))
+    clf.set_params(pool_size=4)
+    with pytest.raises(ValueError, match="'pool_size' changed from 32 to 4"):
+        clf.fit(X, y)
+    clf.set_params(pool_size=None, max_units=3)
+    with pytest.raises(ValueError, match="max_units can only grow"):
+        clf.fit(X, y)

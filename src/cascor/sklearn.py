@@ -27,7 +27,7 @@ from .activations import ACTIVATION_SPECS
 from .config import REGRESSION_OUTPUT_STEP, CascorConfig
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
-from .errors import DataError
+from .errors import DataError, StateError
 
 
 DEFAULT_VALIDATION_FRACTION = 0.2
@@ -200,7 +200,7 @@ class _CascorBase(BaseEstimator):
         torch.set_num_threads(int(n))
         try:
             if self.warm_start and hasattr(self, "state_"):
-                engine = resume(self.state_, X, Y, backend=backend)
+                engine = resume(self._continued_state(len(X)), X, Y, backend=backend)
             else:
                 if not hasattr(self, "seed_") or not self.warm_start:
                     self.seed_ = _resolve_seed(self.random_state)
@@ -213,6 +213,26 @@ class _CascorBase(BaseEstimator):
             backend.close()
         self._set_fitted(engine.state)
         return self
+
+    def _continued_state(self, n_samples: int):
+        """The fitted run, for a warm start: the same config, or a larger max_units (the run grows
+        further); any other changed parameter cannot apply to a run in progress and raises."""
+        from .trainer import extend
+
+        old = self.state_.config
+        new = self._config(n_samples)
+        changed = sorted(k for k, v in new.to_dict().items() if v != old.to_dict()[k] and k != "max_units")
+        if changed:
+            k = changed[0]
+            raise ValueError(f"warm_start: the parameter {k!r} changed from {old.to_dict()[k]!r} to "
+                             f"{new.to_dict()[k]!r}; a continued run keeps its config (only max_units may grow): "
+                             "set warm_start=False to fit afresh")
+        if new.max_units != old.max_units:
+            try:
+                return extend(self.state_, new.max_units)
+            except StateError as exc:
+                raise ValueError(f"warm_start: {exc}") from None
+        return self.state_
 
     def _set_fitted(self, state):
         self.state_ = state
@@ -254,7 +274,12 @@ class _CascorBase(BaseEstimator):
         from .snapshot import load
 
         state = load(path).state
-        est = cls(**params)
+        cfg = state.config.to_dict()
+        # The estimator describes the run it holds: every config field from the snapshot (so a
+        # warm start continues it unchanged), unless given here.
+        defaults = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in CONFIG_PARAMS}
+        defaults["early_stopping"] = state.validation is not None
+        est = cls(**{**defaults, **params})
         est.seed_ = state.config.seed
         est._restore_targets(state.targets)
         est._set_fitted(state)

@@ -82,6 +82,30 @@ def resume(state: TrainState, X, Y, backend=None, *, validation=None) -> Engine:
     return Engine(state, X, Y, backend, validation=validation)
 
 
+def extend(state: TrainState, max_units: int) -> TrainState:
+    """The run with room for ``max_units`` units; a run that stopped at its unit limit goes on
+    growing (its next step is a candidate phase against the residual it ended with).
+
+    Refused (StateError) for a smaller limit, and for a run that ended on an earlier, better
+    network (rolled back on held-out data: its residual is not that network's).
+    """
+    from .errors import StateError
+
+    if max_units < state.config.max_units:
+        raise StateError(f"max_units can only grow on a continued run ({state.config.max_units} -> {max_units})")
+    grown = max(state.history.scores["hidden_units"], default=state.network.n_hidden)
+    if state.status == "max_units" and state.network.n_hidden < grown:
+        raise StateError(f"the run ended on its best network ({state.network.n_hidden} units, after growing to "
+                         f"{grown}); it cannot grow further: fit afresh with the larger max_units")
+    tree = state.state_dict()
+    tree["config"] = dict(tree["config"], max_units=max_units)
+    new = TrainState.from_state_dict(tree)
+    if new.status == "max_units" and new.network.n_hidden < max_units:
+        new.status = "running"
+        Engine._enter(new, "candidates", quit=new.config.input_epochs)
+    return new
+
+
 def run(
     engine: Engine,
     *,

@@ -180,3 +180,20 @@ def test_cli_diverging_regression_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: training diverged") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_plots_show_held_out_scores_and_many_classes(tmp_path):
+    from sklearn.datasets import make_blobs
+
+    from cascor.plotting import plot_boundary, plot_history, plot_network
+    from cascor.sklearn import CascorClassifier
+
+    X, y = make_blobs(400, centers=3, random_state=0)
+    clf = CascorClassifier(random_state=0, max_units=4).fit(X, y)
+    assert clf.validation_scores_ is not None
+    for name, draw in (("history", lambda p: plot_history(clf.history_, p, chosen_units=clf.n_hidden_units_)),
+                       ("boundary", lambda p: plot_boundary(clf.network_, X, y, p)),
+                       ("network", lambda p: plot_network(clf.network_, p))):
+        path = tmp_path / f"{name}.png"
+        draw(str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

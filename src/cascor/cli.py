@@ -409,7 +409,8 @@ def _plot(state, kind, out, dataset_fn):
         raise CascorError(f"cannot write {out}: folder {folder} does not exist")
 
     if kind == "history":
-        plotting.plot_history(state.history.to_dict(), out)
+        plotting.plot_history(state.history.to_dict(), out,
+                              chosen_units=state.network.n_hidden if state.validation is not None else None)
     elif kind == "network":
         plotting.plot_network(state.network, out)
     else:

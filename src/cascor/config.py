@@ -34,6 +34,10 @@ class CascorConfig:
     output_epsilon: float = 0.35
     output_mu: float = 2.0
     output_decay: float = 1e-4
+    # An L2 penalty on the output weights per pattern (MLP's alpha): the output phase minimises
+    # mean error + output_l2/2 * |w|^2, whatever the number of patterns (output_decay, added to
+    # a slope summed over the patterns, fades as the data grow).
+    output_l2: float = 0.0
     output_patience: int = 8
     output_change_threshold: float = 0.01
     output_epochs: int = 100
@@ -195,6 +199,7 @@ def _validate(cfg: CascorConfig) -> None:
         number(name, positive=True)
     for name in (
         "output_decay",
+        "output_l2",
         "input_decay",
         "output_change_threshold",
         "input_change_threshold",
@@ -308,6 +313,7 @@ FIELD_HELP: dict[str, str] = {
     "output_epsilon": "output phase quickprop step size, divided by patterns and fan-in [OutputEpsilon]",
     "output_mu": "output phase maximum growth factor of a quickprop step [OutputMu]",
     "output_decay": "output phase weight decay added to each slope [OutputDecay]",
+    "output_l2": "L2 penalty on the output weights per pattern (like MLP's alpha; 0: none)",
     "output_patience": "output epochs without a significant error change before the phase ends [OutputPatience]",
     "output_change_threshold": "relative error change that counts as significant [OutputChangeThreshold]",
     "output_epochs": "most epochs of one output phase [OutputEpochs]",

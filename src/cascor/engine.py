@@ -203,6 +203,8 @@ class Engine:
             return self._finish("solved")
 
         slope = torch.mm(st.errors.t(), Xv)
+        if cfg.output_l2:
+            slope.add_(W, alpha=cfg.output_l2 * P)  # the penalty's gradient on the summed-error scale
         d, p = st.output_slots.views()
         quickprop_update(W, d, p, slope, epsilon=cfg.output_epsilon / self._step_scale(Xv), mu=cfg.output_mu,
                          decay=cfg.output_decay)

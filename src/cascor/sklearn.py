@@ -87,7 +87,7 @@ class _CascorBase(BaseEstimator):
         """Config changes that depend on the classes (the classifier's output activation)."""
 
     def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
-                 tol=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
+                 tol=None, output_l2=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
                  warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
                  output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
@@ -101,6 +101,7 @@ class _CascorBase(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.output_l2 = output_l2
         self.max_units = max_units
         self.pool_size = pool_size
         self.max_epochs = max_epochs

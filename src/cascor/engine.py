@@ -52,10 +52,26 @@ def as_training_tensors(X, Y) -> tuple[Tensor, Tensor]:
     return X.contiguous(), Y.contiguous()
 
 
-def data_digest(X: Tensor, Y: Tensor) -> str:
-    """SHA-256 of the training data as the engine sees it (float32, C order, with shapes)."""
+def as_sample_weights(weights, n: int) -> Tensor | None:
+    """Checked per-pattern weights [n] as float32, or None for no weights (all ones included:
+    a run with unit weights is the unweighted run, bit for bit)."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+    if w.shape[0] != n:
+        raise DataError(f"sample_weight has {w.shape[0]} entries for {n} patterns")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise DataError("sample_weight must be finite and >= 0")
+    if not float(w.sum()) > 0:
+        raise DataError("sample_weight sums to 0: no pattern would count")
+    return None if bool((w == 1).all()) else w.contiguous()
+
+
+def data_digest(X: Tensor, Y: Tensor, weights: Tensor | None = None) -> str:
+    """SHA-256 of the training data as the engine sees it (float32, C order, with shapes; the
+    sample weights too when there are any)."""
     h = hashlib.sha256()
-    for t in (X, Y):
+    for t in (X, Y) + (() if weights is None else (weights,)):
         h.update(f"{tuple(t.shape)}|".encode())
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -64,12 +80,17 @@ def data_digest(X: Tensor, Y: Tensor) -> str:
 class Engine:
     """Advances a :class:`TrainState` on fixed training data, one epoch per :meth:`step`."""
 
-    def __init__(self, state: TrainState, X, Y, backend=None, validation=None):
+    def __init__(self, state: TrainState, X, Y, backend=None, validation=None, sample_weight=None):
         """``validation``: the held-out (X, Y) when the state has a validation part (the trainer
-        splits it off; see :func:`cascor.trainer.start`)."""
+        splits it off; see :func:`cascor.trainer.start`). ``sample_weight``: a weight per
+        training pattern, in the output error and the candidates' residual (an integer weight
+        counts like that many copies of the row)."""
         from .parallel import LocalBackend
 
         X, Y = as_training_tensors(X, Y)
+        w = as_sample_weights(sample_weight, X.shape[0])
+        if w is not None and state.config.candidate_score != "covariance":
+            raise DataError("sample_weight needs candidate_score='covariance' (Cascade 2 candidates are unweighted)")
         self.backend = backend or LocalBackend()
         self._round = None  # the backend's handle on this candidate phase's shared inputs
         net = state.network
@@ -78,7 +99,7 @@ class Engine:
                 f"data shape {tuple(X.shape)} -> {tuple(Y.shape)} does not match the run "
                 f"({state.n_patterns} patterns, {net.n_inputs} inputs, {net.n_outputs} outputs)"
             )
-        digest = data_digest(X, Y)
+        digest = data_digest(X, Y, w)
         if not state.data_digest:
             state.data_digest = digest
         elif state.data_digest != digest:
@@ -88,6 +109,10 @@ class Engine:
             )
         self.state = state
         self.X, self.Y = X, Y
+        self._w = w
+        self._wcol = None if w is None else w.unsqueeze(1)  # [P, 1]
+        # The pattern count in every step size: the weights' sum (exact for integer weights).
+        self._mass = float(state.n_patterns) if w is None else float(w.double().sum())
         cfg = state.config
         P, I, O = state.n_patterns, net.n_inputs, net.n_outputs
         # Values cache [P, bias + inputs + max_units]; its layout depends only on the config,
@@ -106,7 +131,12 @@ class Engine:
         self._out = torch.empty(P, O)
         self._prime = torch.empty(P, O)
         # ErrorIndex = RMSE / std(targets) (cascor1.c); constant targets fall back to RMSE.
-        std = float(Y.std(unbiased=False)) if cfg.error_measure == "index" else 1.0
+        if w is None:
+            std = float(Y.std(unbiased=False)) if cfg.error_measure == "index" else 1.0
+        else:
+            Yd, wd = Y.double(), w.double().unsqueeze(1)
+            mean = float((Yd * wd).sum() / (wd.sum() * Y.shape[1]))
+            std = math.sqrt(float((((Yd - mean) ** 2) * wd).sum() / (wd.sum() * Y.shape[1])))
         self._target_std = std if std > 0 else 1.0
         self._cand_inputs: tuple | None = None
         spec = ACTIVATION_SPECS[cfg.output_activation]
@@ -118,12 +148,14 @@ class Engine:
         if (v is None) != (validation is None):
             raise DataError("this run validates on held-out data: pass it" if validation is None
                             else "held-out data given to a run that has no validation part")
+        self._val_w = None
         if v is not None:
-            Xv, Yv = as_training_tensors(*validation)
+            Xv, Yv = as_training_tensors(*validation[:2])
+            self._val_w = as_sample_weights(validation[2], Xv.shape[0]) if len(validation) > 2 else None
             if tuple(Xv.shape) != (v.n_patterns, I) or Yv.shape[1] != O:
                 raise DataError(f"validation data shape {tuple(Xv.shape)} -> {tuple(Yv.shape)} does not match the "
                                 f"run ({v.n_patterns} patterns, {I} inputs, {O} outputs)")
-            vdigest = data_digest(Xv, Yv)
+            vdigest = data_digest(Xv, Yv, self._val_w)
             if not v.digest:
                 v.digest = vdigest
             elif v.digest != vdigest:
@@ -183,28 +215,34 @@ class Engine:
                 self._prime.add_(cfg.sigmoid_prime_offset)
             torch.mul(st.diffs, self._prime, out=st.errors)
         flat = st.diffs.view(-1)
-        true_error = float(torch.dot(flat, flat))
+        if self._w is None:
+            true_error = float(torch.dot(flat, flat))
+        else:
+            true_error = float(torch.dot((st.diffs * st.diffs).sum(dim=1), self._w))
         if not math.isfinite(true_error):
             raise DivergedError(
                 f"training diverged at epoch {cnt.epoch} ({net.n_hidden} hidden units): the output error is "
                 f"{true_error}; the output step is too large for these targets: lower output_epsilon "
                 f"(now {cfg.output_epsilon}) or scale the targets")
-        bits = int(torch.count_nonzero(flat.abs() > cfg.score_threshold))
+        wrong = st.diffs.abs() > cfg.score_threshold
+        if self._w is not None:
+            wrong &= self._wcol > 0  # a pattern of weight 0 does not count
+        bits = int(torch.count_nonzero(wrong))
         cnt.true_error, cnt.error_bits = true_error, bits
         ph.passes += 1
         if cfg.error_measure == "bits":
             won = bits == 0
         else:
-            cnt.error_index = math.sqrt(true_error / flat.numel()) / self._target_std
+            cnt.error_index = math.sqrt(true_error / (self._mass * st.diffs.shape[1])) / self._target_std
             won = cnt.error_index <= cfg.error_index_threshold
         if won:
             st.history.add_output_epoch(cnt.epoch, net.n_hidden, true_error, bits)
             self._phase_end(true_error)
             return self._finish("solved")
 
-        slope = torch.mm(st.errors.t(), Xv)
+        slope = torch.mm((st.errors if self._w is None else st.errors * self._wcol).t(), Xv)
         if cfg.output_l2:
-            slope.add_(W, alpha=cfg.output_l2 * P)  # the penalty's gradient on the summed-error scale
+            slope.add_(W, alpha=cfg.output_l2 * self._mass)  # the penalty's gradient on the summed-error scale
         d, p = st.output_slots.views()
         quickprop_update(W, d, p, slope, epsilon=cfg.output_epsilon / self._step_scale(Xv), mu=cfg.output_mu,
                          decay=cfg.output_decay)
@@ -235,11 +273,15 @@ class Engine:
         step the summed squared values the outputs read (normalised LMS: a linear step below 2 of
         it cannot overshoot, whatever the inputs' scale). Fixed within a phase (the values are)."""
         if self.state.config.output_step == "patterns":
-            return float(self.state.n_patterns)
+            return self._mass
         F = Xv.shape[1]
         if self._norm is None or self._norm[0] != F:
-            flat = Xv.contiguous().view(-1)
-            self._norm = (F, max(float(torch.dot(flat, flat)), 1e-12))
+            if self._w is None:
+                flat = Xv.contiguous().view(-1)
+                total = float(torch.dot(flat, flat))
+            else:
+                total = float(torch.dot((Xv * Xv).sum(dim=1), self._w))
+            self._norm = (F, max(total, 1e-12))
         return self._norm[1]
 
     def _phase_end(self, true_error: float) -> bool:
@@ -249,8 +291,8 @@ class Engine:
         the training data); the held-out rows are scored with the weights as they are now."""
         st, cfg = self.state, self.state.config
         net, task = st.network, st.targets.get("task", "regression")
-        train_loss = true_error / self._out.numel()
-        _, train_score = loss_and_score(self._out, self.Y, task, *self._range)
+        train_loss = true_error / (self._mass * self._out.shape[1])
+        _, train_score = loss_and_score(self._out, self.Y, task, *self._range, weights=self._w)
         val_loss = val_score = math.nan
         stop = False
         v = st.validation
@@ -259,7 +301,7 @@ class Engine:
             y = self._val_values[:, : net.fan_in] @ W.t()
             out = torch.empty_like(y)
             self._out_act.forward(y, out)
-            val_loss, val_score = loss_and_score(out, self._val_Y, task, *self._range)
+            val_loss, val_score = loss_and_score(out, self._val_Y, task, *self._range, weights=self._val_w)
             if not math.isfinite(val_loss):
                 raise DivergedError(f"the held-out error is {val_loss} at epoch {st.counters.epoch} "
                                     f"({net.n_hidden} hidden units): lower output_epsilon (now {cfg.output_epsilon})")
@@ -284,10 +326,17 @@ class Engine:
         """Per-phase constants derived from the stored residual (recomputed identically on resume)."""
         if self._cand_inputs is None:
             st = self.state
-            if st.config.candidate_score == "covariance":
+            if st.config.candidate_score == "covariance" and self._w is None:
                 E = st.errors
                 sse = float(torch.dot(E.view(-1), E.view(-1)))
                 Ec = (E - E.mean(dim=0)) / (sse if sse > 0 else 1.0)
+                self._cand_inputs = (Ec, Ec.t().contiguous())
+            elif st.config.candidate_score == "covariance":
+                # Weighted: sum_p V_p Ec_p is then the weighted covariance of V with the residual.
+                E, w = st.errors, self._wcol
+                sse = float(torch.dot((E * E).sum(dim=1), self._w))
+                mean = (E * w).sum(dim=0) / float(self._mass)
+                Ec = w * (E - mean) / (sse if sse > 0 else 1.0)
                 self._cand_inputs = (Ec, Ec.t().contiguous())
             else:
                 R = -st.diffs
@@ -298,7 +347,7 @@ class Engine:
     def _candidate_epoch(self, limit: int | None) -> str:
         st, cfg = self.state, self.state.config
         ph, net = st.phase, st.network
-        P, F = st.n_patterns, net.fan_in
+        P, F = self._mass, net.fan_in
         Xv = self.values[:, :F]
         inputs = self._candidate_inputs()
         covariance = cfg.candidate_score == "covariance"

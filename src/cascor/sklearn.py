@@ -185,7 +185,7 @@ class _CascorBase(BaseEstimator):
             changes["validation_fraction"] = 0.0
         return cfg.replace(seed=self.seed_, **changes)
 
-    def _train(self, X, Y, targets):
+    def _train(self, X, Y, targets, sample_weight=None):
         import torch
 
         from .trainer import resume, run, start
@@ -201,11 +201,12 @@ class _CascorBase(BaseEstimator):
         torch.set_num_threads(int(n))
         try:
             if self.warm_start and hasattr(self, "state_"):
-                engine = resume(self._continued_state(len(X)), X, Y, backend=backend)
+                engine = resume(self._continued_state(len(X)), X, Y, backend=backend, sample_weight=sample_weight)
             else:
                 if not hasattr(self, "seed_") or not self.warm_start:
                     self.seed_ = _resolve_seed(self.random_state)
-                engine = start(self._config(len(X)), X, Y, backend=backend, targets=targets)
+                engine = start(self._config(len(X)), X, Y, backend=backend, targets=targets,
+                               sample_weight=sample_weight)
             callbacks = [_Progress(type(self).__name__)] if self.verbose else []
             run(engine, stop_at_epoch=self.max_epochs, max_seconds=self.max_time, callbacks=callbacks)
             self.backend_ = backend.settings()  # where this fit's candidate pools were computed
@@ -295,9 +296,23 @@ class _CascorBase(BaseEstimator):
 class CascorClassifier(ClassifierMixin, _CascorBase):
     """Cascade-Correlation classifier: one output for two classes, one-hot outputs otherwise."""
 
-    def fit(self, X, y):
+    def __init__(self, preset="default", *, class_weight=None, **params):
+        super().__init__(preset, **params)
+        self.class_weight = class_weight
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on (X, y); ``sample_weight`` weighs each row in the output error and in the
+        candidates' residual (and in the held-out score); ``class_weight`` multiplies it."""
+        from sklearn.utils.class_weight import compute_sample_weight
+        from sklearn.utils.validation import _check_sample_weight
+
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
         check_classification_targets(y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if self.class_weight is not None:
+            cw = compute_sample_weight(self.class_weight, y)
+            sample_weight = cw if sample_weight is None else sample_weight * cw
         classes = np.unique(y)
         if len(classes) < 2:
             raise DataError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
@@ -314,7 +329,7 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         Y = encode_targets(y, classes, spec.low, spec.high)
         targets = {"task": "classification", "classes": [c.item() if hasattr(c, "item") else c for c in classes]}
         self._n_classes = len(classes)
-        return self._train(X.astype(np.float32), Y, targets)
+        return self._train(X.astype(np.float32), Y, targets, sample_weight)
 
     def _output_activation(self, n_classes: int) -> str:
         """The output activation: the parameter, else with cross-entropy a logistic output for
@@ -383,8 +398,13 @@ class CascorRegressor(RegressorMixin, _CascorBase):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        """Fit on (X, y); ``sample_weight`` weighs each row (see :class:`CascorClassifier`)."""
+        from sklearn.utils.validation import _check_sample_weight
+
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         Y = y.reshape(len(y), -1).astype(np.float64)
         if self.warm_start and hasattr(self, "_scaling"):
             mean, scale = (np.asarray(v) for v in self._scaling)
@@ -395,7 +415,7 @@ class CascorRegressor(RegressorMixin, _CascorBase):
             self._scaling = (mean.tolist(), scale.tolist())
         self._y_ndim = y.ndim
         targets = {"task": "regression", "classes": None, "scaling": self._scaling}
-        return self._train(X.astype(np.float32), ((Y - mean) / scale).astype(np.float32), targets)
+        return self._train(X.astype(np.float32), ((Y - mean) / scale).astype(np.float32), targets, sample_weight)
 
     def _restore_targets(self, targets):
         self._scaling = tuple(targets.get("scaling") or ([0.0], [1.0]))
@@ -405,3 +425,17 @@ class CascorRegressor(RegressorMixin, _CascorBase):
         mean, scale = (np.asarray(v) for v in self._scaling)
         pred = out * scale + mean
         return pred[:, 0] if pred.shape[1] == 1 and getattr(self, "_y_ndim", 1) == 1 else pred
+
+
+def _with_class_weight():
+    """The classifier's signature: every base parameter plus ``class_weight`` (scikit-learn reads
+    an estimator's parameters from ``inspect.signature(cls.__init__)``; writing the forty base
+    parameters out twice would let the two lists drift apart)."""
+    import inspect
+
+    base = inspect.signature(_CascorBase.__init__)
+    extra = inspect.Parameter("class_weight", inspect.Parameter.KEYWORD_ONLY, default=None)
+    CascorClassifier.__init__.__signature__ = base.replace(parameters=[*base.parameters.values(), extra])
+
+
+_with_class_weight()

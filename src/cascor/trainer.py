@@ -14,7 +14,7 @@ import torch
 
 from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
-from .engine import Engine, as_training_tensors
+from .engine import Engine, as_sample_weights, as_training_tensors
 from .errors import DataError
 from .state import TrainState, new_state
 from .validation import ValidationState, class_labels, split_indices
@@ -32,16 +32,19 @@ class RunReport:
     seconds: float  # wall time inside the training loop only
 
 
-def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = None, validation=None) -> Engine:
+def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = None, validation=None,
+          sample_weight=None) -> Engine:
     """A fresh run on (X, Y); ``backend`` computes candidate pools (default: in-process).
 
     ``targets`` says what the outputs mean ({"task": "classification" | "regression",
     "classes": ...}); it decides the score (accuracy or R^2) and stratifies the split.
     ``validation`` is held-out (X_val, Y_val); without it, ``config.validation_fraction`` of
     (X, Y) is held out (stream (2,) of the seed), and the held-out row numbers are kept in the
-    state so :func:`resume` on the same (X, Y) splits identically.
+    state so :func:`resume` on the same (X, Y) splits identically. ``sample_weight``: one weight
+    per row of (X, Y) (split with them; ``validation`` may carry its own as a third item).
     """
     X, Y = as_training_tensors(X, Y)
+    w = as_sample_weights(sample_weight, X.shape[0])
     targets = dict(targets or {"task": "regression", "classes": None})
     held = None
     if validation is not None:
@@ -53,20 +56,23 @@ def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = No
         strata = class_labels(Y, spec.low, spec.high).numpy() if targets.get("task") == "classification" else None
         train, val = split_indices(X.shape[0], config.validation_fraction, config.seed, strata)
         vstate = ValidationState(len(val), X.shape[0], index=val)
-        held = (X[val], Y[val])
+        held = (X[val], Y[val]) + (() if w is None else (w[val],))
         X, Y = X[train].contiguous(), Y[train].contiguous()
+        w = None if w is None else w[train].contiguous()
     state = new_state(config, X.shape[1], Y.shape[1], X.shape[0])
     state.targets = targets
     if held is not None:
         state.validation = vstate
-    return Engine(state, X, Y, backend, validation=held)
+    return Engine(state, X, Y, backend, validation=held, sample_weight=w)
 
 
-def resume(state: TrainState, X, Y, backend=None, *, validation=None) -> Engine:
+def resume(state: TrainState, X, Y, backend=None, *, validation=None, sample_weight=None) -> Engine:
     """Continue a run from its state tree; nothing is re-initialised. (X, Y) are the data given
     to :func:`start` (a held-out part is split off again by the stored row numbers);
-    ``validation`` the separate held-out data, if the run was started with some."""
+    ``validation`` the separate held-out data, if the run was started with some; ``sample_weight``
+    the weights it was started with (a run's data digest covers them)."""
     v = state.validation
+    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32).reshape(-1)
     if v is not None and v.index is not None:
         if validation is not None:
             raise DataError("this run holds out part of its training data; do not pass separate validation data")
@@ -77,9 +83,12 @@ def resume(state: TrainState, X, Y, backend=None, *, validation=None) -> Engine:
         mask = torch.ones(X.shape[0], dtype=torch.bool)
         val = torch.from_numpy(v.index)
         mask[val] = False
-        validation = (X[val], Y[val])
+        if w is not None and w.shape[0] != X.shape[0]:
+            raise DataError(f"sample_weight has {w.shape[0]} entries for {X.shape[0]} patterns")
+        validation = (X[val], Y[val]) + (() if w is None else (w[val],))
         X, Y = X[mask].contiguous(), Y[mask].contiguous()
-    return Engine(state, X, Y, backend, validation=validation)
+        w = None if w is None else w[mask].contiguous()
+    return Engine(state, X, Y, backend, validation=validation, sample_weight=w)
 
 
 def extend(state: TrainState, max_units: int) -> TrainState:

@@ -57,20 +57,25 @@ def class_labels(Y: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return Y.argmax(dim=1)
 
 
-def loss_and_score(out: torch.Tensor, Y: torch.Tensor, task: str, low: float, high: float) -> tuple[float, float]:
-    """(mean squared error, accuracy or R^2) of outputs ``out`` against encoded targets ``Y``.
+def loss_and_score(out: torch.Tensor, Y: torch.Tensor, task: str, low: float, high: float,
+                   weights: torch.Tensor | None = None) -> tuple[float, float]:
+    """(mean squared error, accuracy or R^2) of outputs ``out`` against encoded targets ``Y``,
+    weighted per pattern when ``weights`` are given.
 
     R^2 is scikit-learn's (per output, then averaged); NaN when a target is constant."""
     diff = out.to(torch.float64) - Y.to(torch.float64)
-    loss = float((diff * diff).mean())
+    w = None if weights is None else weights.to(torch.float64)
+    per_row = (diff * diff).mean(dim=1)
+    loss = float(per_row.mean() if w is None else (per_row * w).sum() / w.sum())
     if task == "classification":
-        score = float((class_labels(out, low, high) == class_labels(Y, low, high)).to(torch.float64).mean())
+        right = (class_labels(out, low, high) == class_labels(Y, low, high)).to(torch.float64)
+        score = float(right.mean() if w is None else (right * w).sum() / w.sum())
     else:
         from sklearn.metrics import r2_score
 
         y = Y.to(torch.float64).numpy()
-        score = float(r2_score(y, out.to(torch.float64).numpy())) if len(y) > 1 and np.all(np.var(y, axis=0) > 0) \
-            else float("nan")
+        score = float(r2_score(y, out.to(torch.float64).numpy(), sample_weight=None if w is None else w.numpy())) \
+            if len(y) > 1 and np.all(np.var(y, axis=0) > 0) else float("nan")
     return loss, score
 
 

@@ -229,6 +229,7 @@ def test_config_lists_every_field_and_the_presets():
     assert set(presets) == set(PRESETS) and presets["cascor1c"] == {}
 
 
+@pytest.mark.slow  # 35 s; .ci/run runs `make demo` twice in the clone instead
 def test_demo_runs_twice_in_the_same_folder(tmp_path):
     """`make demo` a second time: its run directories hold the first demo's runs, which the demo
     replaces (a run directory holds one run); a folder with other files is refused."""

@@ -71,7 +71,7 @@ def _sweep(tmp_path, cfg, spirals, **kwargs):
     return paths
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_resume_sweep_new_process(tmp_path, spirals, seed):
     _sweep(tmp_path, preset("fahlman-spirals").replace(seed=seed), spirals)
 
@@ -105,10 +105,12 @@ def test_resume_sweep_validation(tmp_path, spirals):
         assert report["identical"], (ep, report["lines"])
 
 
+@pytest.mark.slow  # default-run time budget; Cascade 2 resume is also in test_golden (cascade2-candidates)
 def test_resume_sweep_cascade2(tmp_path, spirals):
     _sweep(tmp_path, preset("fann-cascade2").replace(seed=5, max_units=12, score_threshold=0.45), spirals)
 
 
+@pytest.mark.slow  # default-run time budget; one CLI stop/resume cycle runs in test_cli
 def test_five_stop_resume_cycles_through_the_cli(tmp_path):
     def cli(*args):
         proc = subprocess.run([sys.executable, "-m", "cascor", *args, "--json", "-q"], capture_output=True, text=True)

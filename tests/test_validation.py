@@ -197,3 +197,17 @@ def test_plots_show_held_out_scores_and_many_classes(tmp_path):
         path = tmp_path / f"{name}.png"
         draw(str(path))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_r2_is_scikit_learns():
+    from sklearn.metrics import r2_score
+
+    from cascor.validation import r2
+
+    rng = np.random.default_rng(0)
+    y, p, w = rng.normal(size=(50, 3)), rng.normal(size=(50, 3)), rng.uniform(0, 2, size=50)
+    y[:, 1] += 100.0  # an offset target: pooled variances would hide it
+    assert r2(torch.from_numpy(p), torch.from_numpy(y)) == pytest.approx(r2_score(y, p), rel=1e-12)
+    assert r2(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(w)) == pytest.approx(
+        r2_score(y, p, sample_weight=w), rel=1e-12)
+    assert np.isnan(r2(torch.zeros(5, 1), torch.ones(5, 1)))

@@ -62,7 +62,8 @@ def loss_and_score(out: torch.Tensor, Y: torch.Tensor, task: str, low: float, hi
     """(mean squared error, accuracy or R^2) of outputs ``out`` against encoded targets ``Y``,
     weighted per pattern when ``weights`` are given.
 
-    R^2 is scikit-learn's (per output, then averaged); NaN when a target is constant."""
+    R^2 is scikit-learn's (per output, then averaged: see :func:`r2`); NaN when a target is
+    constant."""
     diff = out.to(torch.float64) - Y.to(torch.float64)
     w = None if weights is None else weights.to(torch.float64)
     per_row = (diff * diff).mean(dim=1)
@@ -71,12 +72,25 @@ def loss_and_score(out: torch.Tensor, Y: torch.Tensor, task: str, low: float, hi
         right = (class_labels(out, low, high) == class_labels(Y, low, high)).to(torch.float64)
         score = float(right.mean() if w is None else (right * w).sum() / w.sum())
     else:
-        from sklearn.metrics import r2_score
-
-        y = Y.to(torch.float64).numpy()
-        score = float(r2_score(y, out.to(torch.float64).numpy(), sample_weight=None if w is None else w.numpy())) \
-            if len(y) > 1 and np.all(np.var(y, axis=0) > 0) else float("nan")
+        score = r2(out, Y, weights)
     return loss, score
+
+
+def r2(out: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """scikit-learn's ``r2_score`` (uniform average over outputs, optional sample weights), in
+    torch: it runs after every output phase, where sklearn's input checks cost more than the
+    phase's own scoring (and its import ~2 s on first use). Equal to sklearn's (a test checks);
+    NaN, not sklearn's 0 or 1, when a target is constant or there is one pattern."""
+    y, p = Y.to(torch.float64), out.to(torch.float64)
+    w = torch.ones(y.shape[0], 1, dtype=torch.float64) if weights is None else weights.to(torch.float64).reshape(-1, 1)
+    if y.shape[0] < 2:
+        return float("nan")
+    mean = (w * y).sum(dim=0) / w.sum()
+    total = (w * (y - mean) ** 2).sum(dim=0)
+    if not bool((total > 0).all()):
+        return float("nan")
+    residual = (w * (y - p) ** 2).sum(dim=0)
+    return float((1.0 - residual / total).mean())
 
 
 @dataclass

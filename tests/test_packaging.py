@@ -1,0 +1,63 @@
+"""The package as a user gets it: build the wheel and the sdist, install the wheel into a fresh
+venv without the project's constraints file (torch pinned to the local build), run the demo from
+the installed command, and run tests shipped in the sdist against the installed wheel.
+
+Minutes of pip work, so behind the ``packaging`` marker; .ci/run runs it (``pytest -m packaging``).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+pytestmark = pytest.mark.packaging
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, **kw):
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1200, **kw)
+    assert proc.returncode == 0, f"{' '.join(map(str, args))}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _venv(path):
+    _run([sys.executable, "-m", "venv", str(path)])
+    return str(path / "bin" / "python")
+
+
+def test_wheel_and_sdist_install_run_the_demo_and_the_shipped_tests(tmp_path):
+    builder = _venv(tmp_path / "build-env")
+    _run([builder, "-m", "pip", "install", "--quiet", "build"])
+    dist = tmp_path / "dist"
+    _run([builder, "-m", "build", "--outdir", str(dist), ROOT])
+    wheels, sdists = glob.glob(str(dist / "*.whl")), glob.glob(str(dist / "*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1, os.listdir(dist)
+
+    # A user's install: no constraints file, torch pinned (the local CPU build), the test extra's
+    # tools for the shipped tests.
+    py = _venv(tmp_path / "user-env")
+    _run([py, "-m", "pip", "install", "--quiet", "torch==2.13.0", wheels[0], "pytest", "pytest-timeout"])
+    version = _run([py, "-c", "import cascor, sys; print(cascor.__version__, cascor.__file__)"]).stdout.split()
+    assert "site-packages" in version[1]  # the wheel, not the source tree
+    cascor = str(tmp_path / "user-env" / "bin" / "cascor")
+    demo = _run([cascor, "demo", "--out", str(tmp_path / "demo")], cwd=str(tmp_path))
+    assert "byte-identical to the uninterrupted run" in demo.stdout + demo.stderr
+    assert _run([cascor, "--version"]).stdout.strip().endswith(version[0])
+
+    # The sdist carries the tests, their golden files and the docs.
+    with tarfile.open(sdists[0]) as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "sdist", filter="data")
+    top = os.path.join(str(tmp_path / "sdist"), names[0].split("/")[0])
+    for needed in ("tests/test_golden.py", "tests/fixtures/v1.2/golden.json", "docs/snapshot-format.md",
+                   "benchmarks/generalisation.py", "README.md", "CHANGELOG.md"):
+        assert os.path.exists(os.path.join(top, needed)), needed
+    # Against the installed wheel (run from the sdist's folder; its src/ is not on the path).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    tests = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_config.py", "tests/test_golden.py",
+                  "tests/test_validation.py", "-k", "not cli"], cwd=top, env=env)
+    assert " passed" in tests.stdout and "failed" not in tests.stdout

@@ -240,3 +240,24 @@ def test_demo_runs_twice_in_the_same_folder(tmp_path):
     p = cascor("demo", "--out", str(tmp_path / "demo"), "--preset", "default", check=False)
     assert p.returncode == 1 and "not a cascor run" in p.stderr and "Traceback" not in p.stderr
     assert (tmp_path / "demo" / "interrupted" / "notes.txt").exists()
+
+
+def test_every_command_and_option_has_help():
+    import click
+
+    from cascor.cli import main
+
+    missing = []
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+        elif not cmd.help:
+            missing.append(" ".join(path))
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.help and p.name != "help":
+                missing.append(" ".join(path + [p.opts[0]]))
+
+    walk(main, ["cascor"])
+    assert not missing, missing

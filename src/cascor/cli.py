@@ -350,10 +350,10 @@ def resume(snapshot, out, dataset, data, target, validation_file, test_file, sto
 
 @main.command()
 @click.argument("snapshot", type=click.Path(dir_okay=False))
-@click.option("--dataset")
-@click.option("--data", type=click.Path(dir_okay=False))
-@click.option("--target", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--dataset", help="Score on this built-in dataset instead of the recorded training data.")
+@click.option("--data", type=click.Path(dir_okay=False), help="Score on this CSV or NPZ file instead.")
+@click.option("--target", default=None, help="CSV target column of --data (name or index; default: last).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object.")
 def evaluate(snapshot, dataset, data, target, as_json):
     """Score the network in SNAPSHOT: on its recorded training data (training and held-out rows),
     or on --dataset/--data (unprefixed scores); and on the dataset's test split if it has one."""
@@ -389,7 +389,9 @@ def evaluate(snapshot, dataset, data, target, as_json):
 @main.command()
 @click.argument("snapshot", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-@click.option("--kind", type=click.Choice(["boundary", "history", "network"]), default="boundary", show_default=True)
+@click.option("--kind", type=click.Choice(["boundary", "history", "network"]), default="boundary", show_default=True,
+              help="boundary: the output over a 2-D input plane; history: learning curve and scores by size; "
+                   "network: the connection matrix.")
 def plot(snapshot, out, kind):
     """Draw the decision boundary, the learning curve, or the cascade."""
     from . import snapshot as snap
@@ -421,9 +423,10 @@ def _plot(state, kind, out, dataset_fn):
 
 
 @main.command()
-@click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--preset", default="fahlman-spirals", show_default=True)
+@click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo's runs and plots (its own earlier runs there are replaced).")
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True, help="Root seed of the runs.")
+@click.option("--preset", default="fahlman-spirals", show_default=True, help="Parameter preset of the runs.")
 def demo(out, seed, preset):
     """Two-spirals end to end: train, stop part-way, resume in a fresh process, compare, plot."""
     from .demo import run_demo
@@ -474,7 +477,7 @@ def _fail(msg: str, as_json: bool, path: str) -> None:
 
 @snapshot.command("inspect")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def snapshot_inspect(path, as_json):
     """Summarise a snapshot from its metadata (does not import torch)."""
     from .snapshot import inspect as inspect_snapshot
@@ -495,7 +498,7 @@ def snapshot_inspect(path, as_json):
 
 @snapshot.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def snapshot_verify(paths, as_json):
     """Check every digest, the structure and the shapes (does not import torch)."""
     from .snapshot import verify as verify_snapshot
@@ -521,7 +524,7 @@ def snapshot_verify(paths, as_json):
 @snapshot.command("diff")
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def snapshot_diff(a, b, as_json):
     """Compare two snapshots by content; exit 0 if identical, 1 if different."""
     from .snapshot.diff import diff_snapshots
@@ -548,7 +551,7 @@ def snapshot_upgrade(path, out):
 
 @snapshot.command("list")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def snapshot_list(directory, as_json):
     """List a run directory's snapshots with epoch, units and digest (torch-free)."""
     from .snapshot import inspect as inspect_snapshot
@@ -580,9 +583,11 @@ def snapshot_list(directory, as_json):
 
 @snapshot.command("prune")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@click.option("--keep-last", type=click.IntRange(min=0), default=0)
-@click.option("--keep-every", type=click.IntRange(min=0), default=0)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep the newest N checkpoints of each run (0: no limit).")
+@click.option("--keep-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also keep every checkpoint whose epoch is a multiple of N (0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def snapshot_prune(directory, keep_last, keep_every, as_json):
     """Delete checkpoints outside the retention rule, run by run (never a run's newest, nor the
     one latest.h5 names; files that do not verify are left alone)."""

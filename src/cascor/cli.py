@@ -172,6 +172,7 @@ def _validation_options(f):
 
 def _validation_config(cfg, fraction, validation_file, early, patience):
     """The config with the command line's held-out-data choices."""
+    from .config import DEFAULT_VALIDATION_FRACTION
     from .errors import ConfigError
 
     if fraction is not None and validation_file is not None:
@@ -180,7 +181,7 @@ def _validation_config(cfg, fraction, validation_file, early, patience):
     if fraction is not None:
         changes["validation_fraction"] = fraction
     elif early and validation_file is None and cfg.validation_fraction == 0:
-        changes["validation_fraction"] = 0.2
+        changes["validation_fraction"] = DEFAULT_VALIDATION_FRACTION
     if early is False:
         changes["n_iter_no_change"] = 0
     if patience is not None:
@@ -189,7 +190,8 @@ def _validation_config(cfg, fraction, validation_file, early, patience):
 
 
 def _extra_data(path, target, ds, what):
-    """A held-out or test file, checked against the training data's columns and classes."""
+    """A held-out or test file, checked against the training data's columns and task (its labels
+    are checked when they are encoded with the training data's classes)."""
     from . import workflow
     from .errors import DataError
 

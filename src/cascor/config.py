@@ -20,6 +20,8 @@ CANDIDATE_SCORES = ("covariance", "cascade2")
 # on linear outputs diverged with the presets' step (1.0, and 0.35 and 0.1 too) on PROBEN1-robot-
 # like data (48 correlated inputs) and on scikit-learn's check data; the normalised step is stable.
 REGRESSION_OUTPUT_STEP = {"output_step": "normalised", "output_epsilon": 0.5}
+# The share held out when early stopping is asked for without a fraction (estimators, CLI).
+DEFAULT_VALIDATION_FRACTION = 0.2
 ERROR_MEASURES = ("bits", "index")
 OUTPUT_STEPS = ("patterns", "normalised")
 OUTPUT_LOSSES = ("squared", "cross_entropy")

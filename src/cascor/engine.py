@@ -77,6 +77,18 @@ def data_digest(X: Tensor, Y: Tensor, weights: Tensor | None = None) -> str:
     return h.hexdigest()
 
 
+def _values_cache(X: Tensor, net, max_units: int) -> Tensor:
+    """[N, bias + inputs + max_units] rows of bias, inputs and the installed units' values."""
+    I = net.n_inputs
+    values = torch.zeros(X.shape[0], 1 + I + max_units)
+    values[:, 0] = 1.0
+    values[:, 1 : 1 + I] = X
+    for k, unit in enumerate(net.units):
+        col = 1 + I + k
+        values[:, col] = unit_column(values[:, :col], unit)
+    return values
+
+
 class Engine:
     """Advances a :class:`TrainState` on fixed training data, one epoch per :meth:`step`."""
 
@@ -117,12 +129,7 @@ class Engine:
         P, I, O = state.n_patterns, net.n_inputs, net.n_outputs
         # Values cache [P, bias + inputs + max_units]; its layout depends only on the config,
         # so a resumed run feeds the BLAS kernels exactly the same memory layout.
-        self.values = torch.zeros(P, 1 + I + cfg.max_units)
-        self.values[:, 0] = 1.0
-        self.values[:, 1 : 1 + I] = X
-        for k, unit in enumerate(net.units):
-            col = 1 + I + k
-            self.values[:, col] = unit_column(self.values[:, :col], unit)
+        self.values = _values_cache(X, net, cfg.max_units)
         # Names this values cache for backends that keep a copy between rounds: its first F columns
         # never change once computed, so a worker holding (key, F-1) columns needs only the new one.
         self._values_key = uuid.uuid4().hex
@@ -163,12 +170,7 @@ class Engine:
                                 f"{vdigest[:12]}... vs {v.digest[:12]}...)")
             # The same cache as the training rows: one new column per install, so scoring a phase
             # end costs one small product on the held-out rows only.
-            self._val_values = torch.zeros(v.n_patterns, 1 + I + cfg.max_units)
-            self._val_values[:, 0] = 1.0
-            self._val_values[:, 1 : 1 + I] = Xv
-            for k, unit in enumerate(net.units):
-                col = 1 + I + k
-                self._val_values[:, col] = unit_column(self._val_values[:, :col], unit)
+            self._val_values = _values_cache(Xv, net, cfg.max_units)
             self._val_Y = Yv
 
     MAX_CHUNK_EPOCHS = 64  # epochs one distributed step may run at most (see _chunk_length)
@@ -347,7 +349,7 @@ class Engine:
     def _candidate_epoch(self, limit: int | None) -> str:
         st, cfg = self.state, self.state.config
         ph, net = st.phase, st.network
-        P, F = self._mass, net.fan_in
+        P, F = st.n_patterns, net.fan_in
         Xv = self.values[:, :F]
         inputs = self._candidate_inputs()
         covariance = cfg.candidate_score == "covariance"
@@ -356,7 +358,7 @@ class Engine:
             st.pool.initialize(cfg.seed, net.n_hidden, cfg.weight_range)
         pool = st.pool
         measuring = covariance and ph.passes == 0
-        eps = cfg.input_epsilon / (P * F)
+        eps = cfg.input_epsilon / (self._mass * F)  # the pattern count, or the weights' sum
         left = self._epochs_left(measuring)
         chunk = min(left, self._chunk_length(measuring), limit if limit is not None else left)
         if chunk > 1 and self.backend.distributes(P, pool.size, F, len(pool.blocks)):

@@ -24,13 +24,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .activations import ACTIVATION_SPECS, CROSS_ENTROPY_OUTPUTS
-from .config import REGRESSION_OUTPUT_STEP, CascorConfig
+from .config import DEFAULT_VALIDATION_FRACTION, REGRESSION_OUTPUT_STEP, CascorConfig
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError, StateError
 
 
-DEFAULT_VALIDATION_FRACTION = 0.2
 ESTIMATOR_DEFAULTS = {"classifier": {"output_loss": "cross_entropy", "output_l2": 1e-3},
                       "regressor": {"output_l2": 1e-3}}
 
@@ -83,9 +82,7 @@ SINGLE_THREAD_BELOW = 2_000_000
 
 class _CascorBase(BaseEstimator):
     _regression = False
-    _n_classes = None
-
-    def _class_changes(self, changes: dict) -> None:
+    def _class_changes(self, changes: dict, targets: dict) -> None:
         """Config changes that depend on the classes (the classifier's output activation)."""
 
     def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
@@ -175,7 +172,7 @@ class _CascorBase(BaseEstimator):
             out.pop("output_loss", None)  # an output chosen for squared error keeps it
         return out
 
-    def _config(self, n_samples: int):
+    def _config(self, n_samples: int, targets: dict):
         """The run's config: the preset, the estimators' defaults on the ``default`` preset, then
         ``overrides``, then every parameter that is not None."""
         cfg = get_preset(self.preset)
@@ -184,7 +181,7 @@ class _CascorBase(BaseEstimator):
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
-        self._class_changes(changes)
+        self._class_changes(changes, targets)
         if self._regression:
             changes.setdefault("output_activation", "linear")
             changes.setdefault("error_measure", "index")
@@ -218,11 +215,12 @@ class _CascorBase(BaseEstimator):
         torch.set_num_threads(int(n))
         try:
             if self.warm_start and hasattr(self, "state_"):
-                engine = resume(self._continued_state(len(X)), X, Y, backend=backend, sample_weight=sample_weight)
+                engine = resume(self._continued_state(len(X), targets), X, Y, backend=backend,
+                                sample_weight=sample_weight)
             else:
                 if not hasattr(self, "seed_") or not self.warm_start:
                     self.seed_ = _resolve_seed(self.random_state)
-                engine = start(self._config(len(X)), X, Y, backend=backend, targets=targets,
+                engine = start(self._config(len(X), targets), X, Y, backend=backend, targets=targets,
                                sample_weight=sample_weight)
             callbacks = [_Progress(type(self).__name__)] if self.verbose else []
             run(engine, stop_at_epoch=self.max_epochs, max_seconds=self.max_time, callbacks=callbacks)
@@ -233,13 +231,13 @@ class _CascorBase(BaseEstimator):
         self._set_fitted(engine.state)
         return self
 
-    def _continued_state(self, n_samples: int):
+    def _continued_state(self, n_samples: int, targets: dict):
         """The fitted run, for a warm start: the same config, or a larger max_units (the run grows
         further); any other changed parameter cannot apply to a run in progress and raises."""
         from .trainer import extend
 
         old = self.state_.config
-        new = self._config(n_samples)
+        new = self._config(n_samples, targets)
         changed = sorted(k for k, v in new.to_dict().items() if v != old.to_dict()[k] and k != "max_units")
         if changed:
             k = changed[0]
@@ -345,7 +343,6 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         spec = ACTIVATION_SPECS[activation]
         Y = encode_targets(y, classes, spec.low, spec.high)
         targets = {"task": "classification", "classes": [c.item() if hasattr(c, "item") else c for c in classes]}
-        self._n_classes = len(classes)
         return self._train(X.astype(np.float32), Y, targets, sample_weight)
 
     def _output_activation(self, n_classes: int) -> str:
@@ -360,9 +357,9 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
             return "asymmetric_sigmoid" if n_classes == 2 else "softmax"
         return get_preset(self.preset).output_activation
 
-    def _class_changes(self, changes: dict) -> None:
-        if "output_activation" not in changes and self._n_classes is not None:
-            changes["output_activation"] = self._output_activation(self._n_classes)
+    def _class_changes(self, changes: dict, targets: dict) -> None:
+        if "output_activation" not in changes:
+            changes["output_activation"] = self._output_activation(len(targets["classes"]))
 
     def _restore_targets(self, targets):
         self.classes_ = np.asarray(targets["classes"])

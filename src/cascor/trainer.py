@@ -15,9 +15,9 @@ import torch
 from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
 from .engine import Engine, as_sample_weights, as_training_tensors
-from .errors import DataError
+from .errors import DataError, StateError
 from .state import TrainState, new_state
-from .validation import ValidationState, class_labels, split_indices
+from .validation import ValidationState, class_labels, split_indices, training_rows
 
 # A callback sees the engine and the event of the step just run; returning True stops the run
 # at this epoch boundary.
@@ -56,9 +56,7 @@ def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = No
         strata = class_labels(Y, spec.low, spec.high).numpy() if targets.get("task") == "classification" else None
         train, val = split_indices(X.shape[0], config.validation_fraction, config.seed, strata)
         vstate = ValidationState(len(val), X.shape[0], index=val)
-        held = (X[val], Y[val]) + (() if w is None else (w[val],))
-        X, Y = X[train].contiguous(), Y[train].contiguous()
-        w = None if w is None else w[train].contiguous()
+        (X, Y, w), held = _split(X, Y, w, train, val)
     state = new_state(config, X.shape[1], Y.shape[1], X.shape[0])
     state.targets = targets
     if held is not None:
@@ -80,15 +78,18 @@ def resume(state: TrainState, X, Y, backend=None, *, validation=None, sample_wei
         if X.shape[0] != v.n_total:
             raise DataError(f"the run was started on {v.n_total} patterns (holding out {v.n_patterns}); "
                             f"got {X.shape[0]}: resume with the same data")
-        mask = torch.ones(X.shape[0], dtype=torch.bool)
-        val = torch.from_numpy(v.index)
-        mask[val] = False
         if w is not None and w.shape[0] != X.shape[0]:
             raise DataError(f"sample_weight has {w.shape[0]} entries for {X.shape[0]} patterns")
-        validation = (X[val], Y[val]) + (() if w is None else (w[val],))
-        X, Y = X[mask].contiguous(), Y[mask].contiguous()
-        w = None if w is None else w[mask].contiguous()
+        (X, Y, w), validation = _split(X, Y, w, training_rows(v.index, X.shape[0]), v.index)
     return Engine(state, X, Y, backend, validation=validation, sample_weight=w)
+
+
+def _split(X, Y, w, train, val) -> tuple[tuple, tuple]:
+    """((X, Y, w) of the training rows, (X, Y[, w]) of the held-out rows): the one split that
+    :func:`start` makes and :func:`resume` repeats from the stored row numbers."""
+    train, val = torch.from_numpy(train), torch.from_numpy(val)
+    held = (X[val], Y[val]) + (() if w is None else (w[val],))
+    return (X[train].contiguous(), Y[train].contiguous(), None if w is None else w[train].contiguous()), held
 
 
 def extend(state: TrainState, max_units: int) -> TrainState:
@@ -98,8 +99,6 @@ def extend(state: TrainState, max_units: int) -> TrainState:
     Refused (StateError) for a smaller limit, and for a run that ended on an earlier, better
     network (rolled back on held-out data: its residual is not that network's).
     """
-    from .errors import StateError
-
     if max_units < state.config.max_units:
         raise StateError(f"max_units can only grow on a continued run ({state.config.max_units} -> {max_units})")
     grown = max(state.history.scores["hidden_units"], default=state.network.n_hidden)

@@ -45,9 +45,14 @@ def split_indices(n: int, fraction: float, seed: int, strata: np.ndarray | None 
     rng = np.random.RandomState(derived_seed(seed, SPLIT_STREAM) % 2**32)
     _, val = train_test_split(np.arange(n), test_size=n_val, stratify=strata, random_state=rng)
     val = np.asarray(val, dtype=np.int64)
+    return training_rows(val, n), val
+
+
+def training_rows(held_out: np.ndarray, n: int) -> np.ndarray:
+    """The rows of ``n`` that are not held out, ascending (the order training sees them in)."""
     mask = np.ones(n, dtype=bool)
-    mask[val] = False
-    return np.flatnonzero(mask).astype(np.int64), val
+    mask[held_out] = False
+    return np.flatnonzero(mask).astype(np.int64)
 
 
 def class_labels(Y: torch.Tensor, low: float, high: float) -> torch.Tensor:

@@ -234,12 +234,12 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
 
 def held_out_rows(state, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     """(training rows, held-out rows or None) of the ``n`` patterns a run was given."""
+    from .validation import training_rows
+
     v = state.validation
     if v is None or v.index is None:
         return np.arange(n), None
-    mask = np.ones(n, dtype=bool)
-    mask[v.index] = False
-    return np.flatnonzero(mask), v.index
+    return training_rows(v.index, n), v.index
 
 
 def summarize(engine, ds: Dataset, train_seconds: float, snapshot: str, validation: Dataset | None = None,

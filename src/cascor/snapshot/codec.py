@@ -61,8 +61,7 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
     val_meta = None
     val = state_dict.get("validation")
     if val is not None:
-        val_meta = {k: val[k] for k in ("n_patterns", "n_total", "digest", "best_n_units", "best_score",
-                                        "best_loss", "since_best")}
+        val_meta = {k: val[k] for k in fmt.VALIDATION_META}
         val_meta["split"] = val["index"] is not None
         if val["index"] is not None:
             arrays["validation/index"] = _as(val["index"], fmt.I8)
@@ -129,8 +128,7 @@ def decode_state(raw: RawSnapshot) -> dict:
     validation = None
     if m["validation"] is not None:
         vm = m["validation"]
-        validation = {k: vm[k] for k in ("n_patterns", "n_total", "digest", "best_n_units", "best_score",
-                                         "best_loss", "since_best")}
+        validation = {k: vm[k] for k in fmt.VALIDATION_META}
         validation["index"] = np.array(a["validation/index"], copy=True) if vm["split"] else None
         validation["best_weights"] = t("validation/best_weights") if vm["best_n_units"] >= 0 else None
     return {

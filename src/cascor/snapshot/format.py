@@ -39,6 +39,8 @@ F4, F8, I1, I4, I8, U1 = "<f4", "<f8", "|i1", "<i4", "<i8", "|u1"
 
 HISTORY_EPOCH = {"epoch": I8, "phase": I1, "hidden_units": I4, "true_error": F8, "error_bits": I8, "best_score": F8}
 HISTORY_UNIT = {"epoch": I8, "candidate": I4, "score": F8, "steepness": F8}
+# meta.validation's scalars, as ValidationState.state_dict names them (format 1.2), besides "split".
+VALIDATION_META = ("n_patterns", "n_total", "digest", "best_n_units", "best_score", "best_loss", "since_best")
 HISTORY_SCORE = {"epoch": I8, "hidden_units": I4, "train_loss": F8, "train_score": F8, "val_loss": F8, "val_score": F8}
 
 

@@ -10,7 +10,8 @@ Released versions: 1.0 (the first); 1.1 (``runtime/meta`` records the library ve
 bit-exact resume depends on, ``versions``; a 1.0 file migrates with ``versions: null``, unknown);
 1.2 (held-out data: ``meta.validation`` with ``validation/index`` and ``validation/best_weights``;
 the per-phase-end score table ``history/score_*`` counted by ``meta.history_scores``; the config
-fields ``validation_fraction``, ``n_iter_no_change``, ``tol``; the status ``early_stopped``. A 1.1
+fields ``validation_fraction``, ``n_iter_no_change``, ``tol``, ``output_step``, ``output_loss``,
+``output_l2``; the status ``early_stopped``. A 1.1
 file migrates as a run without held-out data, with an empty score table and every config field
 written out, the new ones at their defaults, which change nothing for a run without held-out data).
 """

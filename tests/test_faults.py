@@ -238,7 +238,15 @@ def test_two_live_trainers_in_one_directory(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline and not (out / "run.json").exists():
             time.sleep(0.05)
-        second = _train_into(out, "--resume")
+        # Paused, the first trainer still holds the directory's lock, however long the second
+        # takes to start (on a loaded machine the first run used to finish before the second
+        # asked, and the second then "resumed" its final.h5).
+        os.kill(first.pid, signal.SIGSTOP)
+        assert first.poll() is None, "the first trainer ended before the second could ask"
+        try:
+            second = _train_into(out, "--resume")
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         one_line_error(second, "in use by another cascor process", f"pid {first.pid}")
     finally:
         out_, err = first.communicate(timeout=120)

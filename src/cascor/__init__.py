@@ -33,6 +33,7 @@ _EXPORTS = {
     "save": "snapshot",
     "load": "snapshot",
     "verify": "snapshot",
+    "export": "exporters",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -45,3 +45,8 @@ class RunDirectoryError(SnapshotError):
 class DivergedError(CascorError):
     """Training produced a non-finite error or score: the step sizes are too large for the data.
     The run stops at that epoch; its last snapshot (if any) is from before."""
+
+
+class ExportError(CascorError, ValueError):
+    """A model cannot be exported as asked (an unsupported pipeline step, a missing package, a
+    class label the format cannot hold)."""

@@ -424,6 +424,38 @@ def _plot(state, kind, out, dataset_fn):
         plotting.plot_boundary(state.network, ds.X, ds.y, out)
 
 
+@main.command("export")
+@click.argument("snapshot", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "numpy", "c"]), default="onnx", show_default=True,
+              help="onnx: one ONNX graph; numpy: an .npz for cascor.inference (no torch); c: a C99 .c/.h pair.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="File to write (for c: the .c file; its .h is written beside it).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="Arithmetic. onnx: float64 (default; equal to the estimators) or float32 (what accelerators "
+                   "run); c: float32 (default) or float64 (double unless compiled with -DCASCOR_FLOAT).")
+@click.option("--c-prefix", default="", help="C names: PREFIXpredict and PREFIX_N_INPUTS, to link several models.")
+@click.option("--no-check", is_flag=True, help="Write without running the export against the model first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+def export_cmd(snapshot, fmt, out, dtype, c_prefix, no_check, as_json):
+    """Export the network in SNAPSHOT (the best on held-out data, for a run that has some) to
+    ONNX, a NumPy-only .npz or C; the export is run and compared with cascor's own float64
+    forward pass before it is written."""
+    from . import snapshot as snap
+    from .exporters import export
+
+    report = export(snap.load(snapshot).state, out, format=fmt, dtype=dtype, prefix=c_prefix, check=not no_check)
+    lines = [f"{', '.join(report['paths'])}: {report['hidden_units']} hidden units, {report['inputs']} inputs, "
+             f"{report['outputs']} outputs ({report['task']})"]
+    check = report.get("check", {})
+    if "max_abs_diff" in check:
+        agree = f", labels agree on {check['label_agreement']:.1%}" if "label_agreement" in check else ""
+        lines.append(f"checked with {check['checked_with']} on {check['checked_rows']} rows: largest difference "
+                     f"{check['max_abs_diff']:.2g} from cascor's float64 outputs{agree}")
+    elif "skipped" in check:
+        lines.append(f"not checked: {check['skipped']}")
+    _emit(report, as_json, lines)
+
+
 @main.command()
 @click.option("--out", default="demo-output", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's runs and plots (its own earlier runs there are replaced).")

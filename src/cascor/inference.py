@@ -18,6 +18,9 @@ no code and cannot make this module import anything.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
+
 import numpy as np
 
 FORMAT = "cascor-inference/1"
@@ -225,7 +228,7 @@ def load(path) -> Model:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from None
     return from_arrays(arrays, where=str(path))
 

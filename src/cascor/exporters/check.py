@@ -18,11 +18,12 @@ from ..inference import Model
 
 def probe_rows(model: Model, n: int = 1000, seed: int = 0) -> np.ndarray:
     """Rows whose transformed inputs span [-3, 3] per feature (the scaled range networks are
-    trained on), as float32 values (what the C and float32 ONNX models take)."""
+    trained on), in float64: a float32 artefact gets them rounded, so a network whose outputs
+    move when its inputs are rounded to float fails the check as it would fail its users."""
     rng = np.random.default_rng(seed)
     z = rng.uniform(-3.0, 3.0, size=(n, model.n_inputs))
     a = np.where(model.input_scale != 0, model.input_scale, 1.0)
-    return ((z - model.input_offset) / a).astype(np.float32)
+    return (z - model.input_offset) / a
 
 
 def onnx_session(path: str):
@@ -53,15 +54,18 @@ def compiler() -> str | None:
 
 class CModel:
     """The C export compiled into a shared library; ``predict(X)`` calls the generated function
-    once per row (ctypes), returning (out [n, N_OUTPUTS], returned ints [n])."""
+    once per row (ctypes), returning (out [n, N_OUTPUTS], returned ints [n]). ``io`` is the
+    function's argument type (``double`` for a float64 export)."""
 
     def __init__(self, source: str, function: str = "predict", n_outputs: int = 1, double: bool = False,
-                 workdir: str | None = None):
+                 workdir: str | None = None, io: str = "float"):
         cc = compiler()
         if cc is None:
             raise ExportError("no C compiler found (set CC, or install gcc)")
         self._dir = workdir or tempfile.mkdtemp(prefix="cascor-c-")
-        lib = os.path.join(self._dir, "model.so")
+        # a fresh name per library: dlopen returns the library already loaded from a path
+        fd, lib = tempfile.mkstemp(suffix=".so", prefix="model-", dir=self._dir)
+        os.close(fd)
         flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-shared", "-fPIC"]
         if double:
             flags.append("-DCASCOR_DOUBLE")
@@ -70,15 +74,16 @@ class CModel:
             raise ExportError(f"the C export does not compile: {proc.stderr.strip()[:2000]}")
         self.lib = ctypes.CDLL(lib)
         self.fn = getattr(self.lib, function)
-        self.fn.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+        self._ctype, self._dtype = (ctypes.c_double, np.float64) if io == "double" else (ctypes.c_float, np.float32)
+        self.fn.argtypes = [ctypes.POINTER(self._ctype), ctypes.POINTER(self._ctype)]
         self.fn.restype = ctypes.c_int
         self.n_outputs = n_outputs
 
     def predict(self, X) -> tuple[np.ndarray, np.ndarray]:
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        out = np.zeros((len(X), self.n_outputs), dtype=np.float32)
+        X = np.ascontiguousarray(X, dtype=self._dtype)
+        out = np.zeros((len(X), self.n_outputs), dtype=self._dtype)
         ret = np.zeros(len(X), dtype=np.int64)
-        fp = ctypes.POINTER(ctypes.c_float)
+        fp = ctypes.POINTER(self._ctype)
         for i in range(len(X)):
             ret[i] = self.fn(X[i].ctypes.data_as(fp), out[i].ctypes.data_as(fp))
         return out, ret
@@ -96,20 +101,33 @@ def check_onnx(model: Model, path: str, X) -> dict:
     session = onnx_session(path)
     got = onnx_outputs(session, X)
     main = "probabilities" if model.task == "classification" else "prediction"
-    diff = float(np.max(np.abs(got[main].astype(np.float64) - reference(model, X)))) if len(X) else 0.0
-    out = {"checked_rows": len(X), "max_abs_diff": diff, "checked_with": "onnxruntime"}
+    want = reference(model, X)
+    diff = float(np.max(np.abs(got[main].astype(np.float64) - want))) if len(X) else 0.0
+    out = {"checked_rows": len(X), "max_abs_diff": diff, "max_scaled_diff": scaled_diff(model, got[main], want),
+           "checked_with": "onnxruntime"}
     if model.task == "classification":
         out["label_agreement"] = float(np.mean(got["label"].astype(model.classes.dtype) == model.predict(X)))
     return out
 
 
-def check_c(model: Model, source: str, X, function: str) -> dict:
+def scaled_diff(model: Model, got, want) -> float:
+    """The largest difference in the network's own units: probabilities as they are, regression
+    predictions divided by the target scale (so one tolerance fits every target's units)."""
+    if not len(want):
+        return 0.0
+    d = np.abs(np.asarray(got, dtype=np.float64) - want)
+    return float(np.max(d if model.task == "classification" else d / model.target_scale))
+
+
+def check_c(model: Model, source: str, X, function: str, io: str = "float") -> dict:
     n = len(model.classes) if model.task == "classification" else model.n_outputs
     with tempfile.TemporaryDirectory(prefix="cascor-c-") as tmp:
-        cm = CModel(source, function, n, workdir=tmp)
+        cm = CModel(source, function, n, workdir=tmp, io=io)
         out, ret = cm.predict(X)
-    diff = float(np.max(np.abs(out.astype(np.float64) - reference(model, X)))) if len(X) else 0.0
-    result = {"checked_rows": len(X), "max_abs_diff": diff, "checked_with": os.path.basename(compiler() or "cc")}
+    want = reference(model, X)
+    diff = float(np.max(np.abs(out.astype(np.float64) - want))) if len(X) else 0.0
+    result = {"checked_rows": len(X), "max_abs_diff": diff, "max_scaled_diff": scaled_diff(model, out, want),
+              "checked_with": os.path.basename(compiler() or "cc")}
     if model.task == "classification":
         result["label_agreement"] = float(np.mean(model.classes[ret] == model.predict(X)))
     return result

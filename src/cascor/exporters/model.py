@@ -48,7 +48,8 @@ def model_from(source) -> Model:
                       "a fitted CascorClassifier/CascorRegressor, or a Pipeline ending in one")
 
 
-def _network_parts(net) -> dict:
+def network_parts(net) -> dict:
+    """The arrays of a ``CascadeNetwork`` as :class:`Model` keyword arguments (float64)."""
     return {
         "hidden_weights": [u.weights.double().numpy() for u in net.units],
         "hidden_activations": [u.activation for u in net.units],
@@ -73,7 +74,7 @@ def _meaning(targets: dict, output_loss: str, n_outputs: int) -> dict:
 
 def _from_state(state) -> Model:
     net = state.best_network()
-    return Model(input_scale=np.ones(net.n_inputs), input_offset=np.zeros(net.n_inputs), **_network_parts(net),
+    return Model(input_scale=np.ones(net.n_inputs), input_offset=np.zeros(net.n_inputs), **network_parts(net),
                  **_meaning(state.targets, state.config.output_loss, net.n_outputs))
 
 
@@ -93,7 +94,7 @@ def _from_estimator(est, scale=None, offset=None, feature_names=None) -> Model:
         feature_names = list(est.feature_names_in_)
     n = net.n_inputs
     return Model(input_scale=np.ones(n) if scale is None else scale, input_offset=np.zeros(n) if offset is None else offset,
-                 feature_names=feature_names, **_network_parts(net),
+                 feature_names=feature_names, **network_parts(net),
                  **_meaning(targets, est.state_.config.output_loss, net.n_outputs))
 
 

@@ -150,6 +150,47 @@ def _train_options(f):
     return f
 
 
+def _tracking_options(f):
+    """--log-dir / --log-csv / --mlflow, handed to the command as one ``tracking`` argument."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, log_dir, log_csv, mlflow, mlflow_experiment, **kw):
+        return f(*args, tracking={"log_dir": log_dir, "log_csv": log_csv, "mlflow": mlflow,
+                                  "mlflow_experiment": mlflow_experiment}, **kw)
+
+    for opt in reversed([
+        click.option("--log-dir", type=click.Path(), default=None,
+                     help="Write TensorBoard event files here (error per epoch, scores per unit, candidates' "
+                          "best score per round; needs cascor[track]). A resumed run continues its log."),
+        click.option("--log-csv", type=click.Path(dir_okay=False), default=None,
+                     help="Append one row per epoch to this CSV file (a resumed run continues it)."),
+        click.option("--mlflow", is_flag=True,
+                     help="Log params, metrics and the final snapshot to MLflow (MLFLOW_TRACKING_URI; needs mlflow)."),
+        click.option("--mlflow-experiment", default=None, metavar="NAME",
+                     help="MLflow experiment (default: cascor)."),
+    ]):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
+def _loggers(tracking: dict | None) -> list:
+    """The loggers the command line asked for, checked before the run starts."""
+    from . import tracking as trk
+
+    tracking = tracking or {}
+    loggers = []
+    if tracking.get("log_dir"):
+        loggers.append(trk.TensorBoardLogger(tracking["log_dir"]))
+    if tracking.get("log_csv"):
+        loggers.append(trk.CSVLogger(tracking["log_csv"]))
+    if tracking.get("mlflow"):
+        loggers.append(trk.MLflowLogger(tracking.get("mlflow_experiment")))
+    for logger in loggers:
+        logger.preflight()
+    return loggers
+
+
 def _validation_options(f):
     for opt in reversed([
         click.option("--validation-fraction", type=click.FloatRange(0.0, 0.9, max_open=False), default=None,
@@ -215,14 +256,16 @@ def _extra_data(path, target, ds, what):
 @click.option("--resume", "resume_flag", is_flag=True, help="Continue from OUT/latest.h5 if it exists.")
 @_validation_options
 @_train_options
+@_tracking_options
 def train(dataset, data, target, preset, sets, seed, out, resume_flag, validation_fraction, validation_file,
           early_stopping, n_iter_no_change, test_file, stop_after, checkpoint_every, keep_last,
-          as_json, quiet, backend, workers, threads, scheduler):
+          as_json, quiet, backend, workers, threads, scheduler, tracking):
     """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
     from . import config as cfgmod
     from . import workflow
 
     _set_threads(threads)
+    loggers = _loggers(tracking)
     parallel = {"backend": backend, "workers": workers, "scheduler": scheduler}
     with workflow.open_run_directory(out, echo=_note) as lock:
         if resume_flag:
@@ -235,7 +278,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
                 if passed_over:
                     _note(f"resuming from {point}")
                 _resume(point, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
-                        parallel, lock=lock, validation_file=validation_file, test_file=test_file)
+                        parallel, lock=lock, validation_file=validation_file, test_file=test_file, loggers=loggers)
                 return
         from .snapshot.rundir import refuse_other
 
@@ -258,7 +301,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
         chosen = workflow.backend_from({"name": "local"}, parallel)
         engine = start(cfg, X, Y, backend=chosen, targets=info, validation=held)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock,
-             extra=(val_ds, test_ds))
+             extra=(val_ds, test_ds), loggers=loggers)
 
 
 def _note(message: str) -> None:
@@ -266,19 +309,27 @@ def _note(message: str) -> None:
     _echo(message, err=True)
 
 
-def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, extra=(None, None), **kw):
+def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, extra=(None, None),
+         loggers=(), **kw):
     from . import workflow
 
     progress = _progress(quiet)
+    status = "FAILED"
     try:
         outcome = workflow.run_directory(engine, out, data_source=source, stop_after=stop_after,
                                          checkpoint_every=checkpoint_every, keep_last=keep_last,
-                                         callbacks=(progress,) if progress else (),
+                                         callbacks=((progress,) if progress else ()) + tuple(loggers),
                                          backend=engine.backend.settings(), **kw)
+        status = "FINISHED" if outcome.finished else "KILLED"
+        for logger in loggers:
+            if hasattr(logger, "log_artifact"):
+                logger.log_artifact(outcome.snapshot)
     finally:
         engine.backend.close()
         if progress and progress.bar is not None:
             progress.bar.close()
+        for logger in loggers:
+            logger.finish(engine.state, status)
     summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot, *extra)
     _emit(summary, as_json, [] if as_json and quiet else _summary_lines(summary))
 
@@ -296,7 +347,7 @@ def _recorded_data(loaded, dataset, data, target):
 
 
 def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel,
-            lock=None, validation_file=None, test_file=None):
+            lock=None, validation_file=None, test_file=None, loggers=()):
     from . import snapshot as snap
     from . import workflow
     from .trainer import resume as resume_engine
@@ -324,7 +375,7 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
              extra=(val_ds, _extra_data(test_file, target, ds, "test")),
              protect={os.path.realpath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest,
-             new_run=False, lock=lock)
+             new_run=False, lock=lock, loggers=loggers)
     finally:
         if own_lock:
             lock.release()
@@ -341,13 +392,14 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
 @click.option("--test", "test_file", type=click.Path(dir_okay=False), default=None,
               help="Test data file, scored in the summary.")
 @_train_options
+@_tracking_options
 def resume(snapshot, out, dataset, data, target, validation_file, test_file, stop_after, checkpoint_every, keep_last,
-           as_json, quiet, backend, workers, threads, scheduler):
+           as_json, quiet, backend, workers, threads, scheduler, tracking):
     """Continue a run from SNAPSHOT exactly where it stopped (on the backend it recorded, or --backend)."""
     _set_threads(threads)
     _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
             {"backend": backend, "workers": workers, "scheduler": scheduler}, validation_file=validation_file,
-            test_file=test_file)
+            test_file=test_file, loggers=_loggers(tracking))
 
 
 @main.command()
@@ -397,7 +449,6 @@ def evaluate(snapshot, dataset, data, target, as_json):
 def plot(snapshot, out, kind):
     """Draw the decision boundary, the learning curve, or the cascade."""
     from . import snapshot as snap
-    from . import workflow
 
     loaded = snap.load(snapshot)
     _plot(loaded.state, kind, out, lambda: _recorded_data(loaded, None, None, None)[0])

@@ -199,7 +199,7 @@ class _CascorBase(BaseEstimator):
             changes["validation_fraction"] = 0.0
         return cfg.replace(seed=self.seed_, **changes)
 
-    def _train(self, X, Y, targets, sample_weight=None):
+    def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
         import torch
 
         from .trainer import resume, run, start
@@ -222,8 +222,17 @@ class _CascorBase(BaseEstimator):
                     self.seed_ = _resolve_seed(self.random_state)
                 engine = start(self._config(len(X), targets), X, Y, backend=backend, targets=targets,
                                sample_weight=sample_weight)
-            callbacks = [_Progress(type(self).__name__)] if self.verbose else []
-            run(engine, stop_at_epoch=self.max_epochs, max_seconds=self.max_time, callbacks=callbacks)
+            extra = list(callbacks or ())
+            progress = [_Progress(type(self).__name__)] if self.verbose else []
+            status = "FAILED"
+            try:
+                report = run(engine, stop_at_epoch=self.max_epochs, max_seconds=self.max_time,
+                             callbacks=progress + extra)
+                status = "FINISHED" if report.finished else "KILLED"
+            finally:
+                for cb in extra:
+                    if hasattr(cb, "finish"):
+                        cb.finish(engine.state, status)
             self.backend_ = backend.settings()  # where this fit's candidate pools were computed
         finally:
             torch.set_num_threads(threads)
@@ -315,9 +324,11 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         super().__init__(preset, **params)
         self.class_weight = class_weight
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, callbacks=None):
         """Fit on (X, y); ``sample_weight`` weighs each row in the output error and in the
-        candidates' residual (and in the held-out score); ``class_weight`` multiplies it."""
+        candidates' residual (and in the held-out score); ``class_weight`` multiplies it.
+        ``callbacks`` are trainer callbacks, e.g. the loggers of :mod:`cascor.tracking`
+        (``fit(X, y, callbacks=[TensorBoardLogger("runs/a")])``); a logger is closed when the fit ends."""
         from sklearn.utils.class_weight import compute_sample_weight
         from sklearn.utils.validation import _check_sample_weight
 
@@ -343,7 +354,7 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         spec = ACTIVATION_SPECS[activation]
         Y = encode_targets(y, classes, spec.low, spec.high)
         targets = {"task": "classification", "classes": [c.item() if hasattr(c, "item") else c for c in classes]}
-        return self._train(X.astype(np.float32), Y, targets, sample_weight)
+        return self._train(X.astype(np.float32), Y, targets, sample_weight, callbacks)
 
     def _output_activation(self, n_classes: int) -> str:
         """The output activation: the parameter, else with cross-entropy a logistic output for
@@ -413,8 +424,9 @@ class CascorRegressor(RegressorMixin, _CascorBase):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit on (X, y); ``sample_weight`` weighs each row (see :class:`CascorClassifier`)."""
+    def fit(self, X, y, sample_weight=None, callbacks=None):
+        """Fit on (X, y); ``sample_weight`` weighs each row, ``callbacks`` follow the run (see
+        :class:`CascorClassifier`)."""
         from sklearn.utils.validation import _check_sample_weight
 
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
@@ -430,7 +442,8 @@ class CascorRegressor(RegressorMixin, _CascorBase):
             self._scaling = (mean.tolist(), scale.tolist())
         self._y_ndim = y.ndim
         targets = {"task": "regression", "classes": None, "scaling": self._scaling}
-        return self._train(X.astype(np.float32), ((Y - mean) / scale).astype(np.float32), targets, sample_weight)
+        return self._train(X.astype(np.float32), ((Y - mean) / scale).astype(np.float32), targets, sample_weight,
+                           callbacks)
 
     def _restore_targets(self, targets):
         self._scaling = tuple(targets.get("scaling") or ([0.0], [1.0]))

@@ -57,8 +57,16 @@ def regression_model(net):
 
 
 def write_onnx(model, path, dtype):
-    path.write_bytes(to_onnx(model, dtype=dtype).SerializeToString())
+    proto = to_onnx(model, dtype=dtype)
+    assert_every_initializer_used(proto)
+    path.write_bytes(proto.SerializeToString())
     return onnx_session(str(path))
+
+
+def assert_every_initializer_used(proto):
+    used = {name for node in proto.graph.node for name in node.input}
+    unused = [init.name for init in proto.graph.initializer if init.name not in used]
+    assert not unused, unused  # (onnxruntime warns about each one at load)
 
 
 def test_numpy_activations_equal_the_kernels_and_ranges_equal_the_registry():
@@ -177,6 +185,9 @@ def test_class_labels_of_every_kind_and_both_output_losses(tmp_path, labels, los
     pipe = make_pipeline(StandardScaler(), cascor.CascorClassifier(random_state=0, output_loss=loss, max_units=4))
     pipe.fit(X, y)
     export(pipe, tmp_path / "m.onnx", format="onnx", dtype="float64")
+    import onnx
+
+    assert_every_initializer_used(onnx.load(str(tmp_path / "m.onnx")))
     got = onnx_outputs(onnx_session(str(tmp_path / "m.onnx")), X)
     np.testing.assert_allclose(got["probabilities"], pipe.predict_proba(X), rtol=0, atol=1e-6)
     assert got["label"].dtype.kind == ("O" if labels.dtype.kind == "U" else labels.dtype.kind)

@@ -147,14 +147,16 @@ def to_onnx(model: Model, dtype: str = "float32"):
     if model.task == "classification":
         n_classes = len(model.classes)
         low, high = OUTPUT_RANGES[model.output_activation]
-        one = b.const(1.0, "one")
+        def one():  # (a shared scalar, created only where a node uses it)
+            return b.const(1.0, "one")
+
         if model.probabilities == "native":
             p = "outputs"
         else:
             p = b.op("Div", b.op("Sub", "outputs", b.const(low)), b.const(high - low))
-            p = b.op("Max", b.op("Min", p, one), b.const(0.0))
+            p = b.op("Max", b.op("Min", p, one()), b.const(0.0))
         if n_classes == 2:
-            b.op("Concat", b.op("Sub", one, p), p, axis=1, out="probabilities")
+            b.op("Concat", b.op("Sub", one(), p), p, axis=1, out="probabilities")
             idx = b.op("Cast", b.op("Greater", "outputs", b.const((low + high) / 2)), to=TensorProto.INT64)
             idx = b.op("Reshape", idx, b.const([-1], "flat", dtype=np.int64))
         else:

@@ -155,9 +155,9 @@ def _tracking_options(f):
     import functools
 
     @functools.wraps(f)
-    def wrapper(*args, log_dir, log_csv, mlflow, mlflow_experiment, **kw):
+    def wrapper(*args, log_dir, log_csv, mlflow, mlflow_experiment, events_fd, **kw):
         return f(*args, tracking={"log_dir": log_dir, "log_csv": log_csv, "mlflow": mlflow,
-                                  "mlflow_experiment": mlflow_experiment}, **kw)
+                                  "mlflow_experiment": mlflow_experiment, "events_fd": events_fd}, **kw)
 
     for opt in reversed([
         click.option("--log-dir", type=click.Path(), default=None,
@@ -169,6 +169,9 @@ def _tracking_options(f):
                      help="Log params, metrics and the final snapshot to MLflow (MLFLOW_TRACKING_URI; needs mlflow)."),
         click.option("--mlflow-experiment", default=None, metavar="NAME",
                      help="MLflow experiment (default: cascor)."),
+        # `cascor serve` runs every training through this command and reads its history here
+        click.option("--events-fd", type=click.IntRange(min=3), default=None, hidden=True,
+                     help="Write the run's history as JSON lines to this inherited file descriptor."),
     ]):
         wrapper = opt(wrapper)
     return wrapper
@@ -186,6 +189,10 @@ def _loggers(tracking: dict | None) -> list:
         loggers.append(trk.CSVLogger(tracking["log_csv"]))
     if tracking.get("mlflow"):
         loggers.append(trk.MLflowLogger(tracking.get("mlflow_experiment")))
+    if tracking.get("events_fd") is not None:
+        from .service.events import EventLogger
+
+        loggers.append(EventLogger(tracking["events_fd"]))
     for logger in loggers:
         logger.preflight()
     return loggers
@@ -347,7 +354,7 @@ def _recorded_data(loaded, dataset, data, target):
 
 
 def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet, parallel,
-            lock=None, validation_file=None, test_file=None, loggers=()):
+            lock=None, validation_file=None, test_file=None, loggers=(), max_units=None):
     from . import snapshot as snap
     from . import workflow
     from .trainer import resume as resume_engine
@@ -370,7 +377,12 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
                             "with --validation FILE")
         val_ds = _extra_data(validation_file, target, ds, "validation")
         held = None if val_ds is None else workflow.targets_for(ds, loaded.state.config, X=val_ds.X, y=val_ds.y)[:2]
-        engine = resume_engine(loaded.state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note),
+        state = loaded.state
+        if max_units is not None and max_units != state.config.max_units:
+            from .trainer import extend
+
+            state = extend(state, max_units)
+        engine = resume_engine(state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note),
                                validation=held)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
              extra=(val_ds, _extra_data(test_file, target, ds, "test")),
@@ -391,15 +403,17 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
               help="The held-out data file the run was started with (a run that split its data needs none).")
 @click.option("--test", "test_file", type=click.Path(dir_okay=False), default=None,
               help="Test data file, scored in the summary.")
+@click.option("--max-units", type=click.IntRange(min=0), default=None,
+              help="Room for more units: a run that stopped at its unit limit grows on (only larger limits).")
 @_train_options
 @_tracking_options
-def resume(snapshot, out, dataset, data, target, validation_file, test_file, stop_after, checkpoint_every, keep_last,
-           as_json, quiet, backend, workers, threads, scheduler, tracking):
+def resume(snapshot, out, dataset, data, target, validation_file, test_file, max_units, stop_after, checkpoint_every,
+           keep_last, as_json, quiet, backend, workers, threads, scheduler, tracking):
     """Continue a run from SNAPSHOT exactly where it stopped (on the backend it recorded, or --backend)."""
     _set_threads(threads)
     _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, keep_last, as_json, quiet,
             {"backend": backend, "workers": workers, "scheduler": scheduler}, validation_file=validation_file,
-            test_file=test_file, loggers=_loggers(tracking))
+            test_file=test_file, loggers=_loggers(tracking), max_units=max_units)
 
 
 @main.command()
@@ -519,6 +533,50 @@ def demo(out, seed, preset):
     ok = run_demo(out, seed, preset, echo=click.echo)
     if not ok:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--runs", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs directory: one `cascor train --out` directory per run (created if missing).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port (0: any free port; the address is printed).")
+@click.option("--token", default=None, help="Access token (default: a random one, printed with the address).")
+@click.option("--no-token", is_flag=True, help="No token (refused unless --host is a loopback address).")
+@click.option("--max-runs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Runs training at once; more wait in a queue.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=64, show_default=True,
+              help="Largest upload (training data, a snapshot) in MB.")
+def serve(runs, host, port, token, no_token, max_runs, max_upload_mb):
+    """Serve a web page and a JSON/WebSocket API to start, watch, pause, resume, branch and
+    download runs (needs cascor[serve]). Every run trains in its own `cascor train` process."""
+    import ipaddress
+    import secrets
+
+    from .errors import ConfigError
+    from .service import missing_packages
+
+    missing = missing_packages()
+    if missing:
+        raise ConfigError(f"cascor serve needs {', '.join(missing)}: pip install 'cascor[serve]'")
+    if no_token and token:
+        raise ConfigError("give --token or --no-token, not both")
+    if no_token:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigError(f"--no-token on {host}: anyone who can reach that address could start runs and "
+                              "download every snapshot; a non-loopback address needs a token")
+    elif token is None:
+        token = secrets.token_urlsafe(24)
+    elif len(token) < 16:
+        raise ConfigError("--token must be at least 16 characters")
+    from .service.app import serve as run_server
+
+    run_server(runs, host, port, None if no_token else token, max_runs, int(max_upload_mb * (1 << 20)),
+               echo=lambda line: _echo(line, err=True))
 
 
 @main.command("config")

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dask,export,track]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dask,export,track,serve]'
 	touch $(STAMP)
 
 venv: $(STAMP)

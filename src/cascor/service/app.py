@@ -218,18 +218,29 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
             await sup.submit(run_id)
         return listing(run_id)
 
-    @app.get("/api/runs/{run_id}")
-    async def get_run(run_id: str):
-        out = listing(run_id)
-        out["snapshots"] = store.snapshots(run_id)
+    def live_view(run_id: str) -> dict | None:
+        """A running run's state and history as its feed holds them now (no await inside: a
+        stream subscribes and takes this in one step, so no batch is both in it and queued)."""
         feed = sup.feeds.get(run_id)
-        if run_id in sup.workers and feed is not None and feed.history is not None:
-            out["history"] = feed.history
-        else:
+        if run_id not in sup.workers or feed is None or feed.history is None:
+            return None
+        out = listing(run_id)
+        out["history"] = json_safe(feed.history)  # (a copy)
+        return out
+
+    async def run_view(run_id: str) -> dict:
+        out = live_view(run_id)
+        if out is None:
+            out = listing(run_id)
             saved = await blocking(store.history, run_id)
             out["history"] = None if saved is None else saved.pop("history")
             out["saved"] = saved
+        out["snapshots"] = store.snapshots(run_id)
         return json_safe(out)
+
+    @app.get("/api/runs/{run_id}")
+    async def get_run(run_id: str):
+        return await run_view(run_id)
 
     @app.post("/api/runs/{run_id}/pause")
     async def pause(run_id: str):
@@ -316,10 +327,17 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
         return {"deleted": run_id}
 
     # -- streams -----------------------------------------------------------------------------
-    async def opening(run_id: str) -> dict:
-        """What a new subscriber gets first: the run's state and its history so far."""
-        out = await get_run(run_id)
-        return {"type": "history", "run": run_id, **out}
+    async def subscribe(run_id: str):
+        """(subscriber, first message): the run's state and history so far, then live batches."""
+        feed = sup.feed(run_id)
+        sub = feed.subscribe()
+        live = live_view(run_id)  # same step as subscribe()
+        if live is not None:
+            live["snapshots"] = store.snapshots(run_id)
+            first = live
+        else:
+            first = await run_view(run_id)  # nothing live: the newest snapshot's history
+        return feed, sub, {"type": "history", "run": run_id, **first}
 
     @app.websocket("/api/runs/{run_id}/stream")
     async def stream(ws: WebSocket, run_id: str):
@@ -329,10 +347,9 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
             await ws.close(code=1008, reason=str(exc)[:120])
             return
         await ws.accept()
-        feed = sup.feed(run_id)
-        sub = feed.subscribe()  # before the history: nothing falls between the two
+        feed, sub, first = await subscribe(run_id)
         try:
-            await ws.send_text(dumps(await opening(run_id)))
+            await ws.send_text(dumps(first))
             closed = asyncio.create_task(ws.receive())
             while True:
                 getter = asyncio.create_task(sub.get())
@@ -351,9 +368,7 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
     async def events(run_id: str, request: Request):
         """The same stream as Server-Sent Events."""
         store.path(run_id)
-        feed = sup.feed(run_id)
-        sub = feed.subscribe()
-        first = await opening(run_id)
+        feed, sub, first = await subscribe(run_id)
 
         async def gen():
             try:
@@ -388,6 +403,7 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
 def serve(runs: str, host: str, port: int, token: str | None, max_runs: int, max_upload: int = MAX_UPLOAD,
           echo=print) -> None:
     """Run the service until SIGINT/SIGTERM (workers are asked to stop and save first)."""
+    import signal
     import socket
 
     import uvicorn
@@ -406,4 +422,9 @@ def serve(runs: str, host: str, port: int, token: str | None, max_runs: int, max
     echo(f"cascor serve: http://{shown}:{port}/" + (f"?token={token}" if token else "") +
          f"  (runs: {os.path.realpath(runs)}; Ctrl-C stops it)")
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=1 << 20)
+    # uvicorn handles SIGINT/SIGTERM (stop serving, then the lifespan's shutdown: workers save
+    # and exit), then raises the signal again under the handlers it found -- these: a Ctrl-C
+    # ends with exit 0, not a KeyboardInterrupt traceback.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run(sockets=[sock])

@@ -211,10 +211,14 @@ class Supervisor:
             summary = json.loads(stdout.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
             pass
+        asked = {"stop": "stopped", "shutdown": "interrupted"}.get(w.requested, "paused")
         if rc == 0 and summary is not None:
-            status = "finished" if summary.get("finished") else \
-                {"stop": "stopped", "shutdown": "interrupted"}.get(w.requested, "paused")
+            status = "finished" if summary.get("finished") else asked
             self._set(w.run_id, status=status, error=None, summary=summary, pid=None)
+        elif rc == -signal.SIGTERM and w.requested is not None:
+            # asked to stop while still starting (before the CLI's handler was in place): it
+            # wrote nothing, so it is where it was
+            self._set(w.run_id, status=asked, error=None, pid=None)
         else:
             self._set(w.run_id, status="interrupted" if w.requested == "shutdown" and rc < 0 else "failed",
                       error=self._last_error(w.run_id, rc), pid=None)

@@ -258,3 +258,57 @@ def test_a_slow_subscriber_gets_coalesced_batches_and_never_loses_installs(monke
         assert feed.history["epochs"]["epoch"] == list(range(2000))  # the feed itself keeps everything
 
     asyncio.run(scenario())
+
+
+def test_train_monitor_shows_the_run_and_stops_it_from_the_page(tmp_path):
+    """`cascor train --monitor`: the page and API for this one run, from the training process."""
+    import json
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    out = tmp_path / "runs" / "watched"
+    proc = subprocess.Popen([sys.executable, "-m", "cascor", "train", "--dataset", "two-spirals", "--preset",
+                             "fahlman-spirals", "--seed", "2", "--checkpoint-every", "1", "--out", str(out),
+                             "--monitor", "--monitor-port", "0", "--json", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)
+        assert m, line + proc.stderr.read()
+        base, token = m.groups()
+
+        def call(method, path):
+            req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None,
+                                         headers={"X-Cascor-Token": token})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        from websockets.sync.client import connect
+
+        with connect(f"{base.replace('http', 'ws')}/api/runs/watched/stream?token={token}") as ws:
+            first = json.loads(ws.recv(timeout=60))
+            assert first["type"] == "history"
+            while True:
+                msg = json.loads(ws.recv(timeout=60))
+                if msg["type"] == "rows" and msg["hidden_units"] >= 1:
+                    break
+            assert call("GET", "/api/runs")[1]["runs"][0]["status"] == "running"
+            status, body = call("POST", "/api/runs")
+            assert status == 422 or "only watches" in body.get("error", "")
+            assert call("POST", "/api/runs/watched/resume")[0] == 409
+            assert call("POST", "/api/runs/watched/stop")[0] == 200
+            while not (msg["type"] == "state" and msg["status"] in ("stopped", "paused", "finished")):
+                msg = json.loads(ws.recv(timeout=60))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert msg["status"] == "stopped" and not summary["finished"]
+    assert (out / "latest.h5").exists()  # stopped at an epoch boundary with a snapshot, as for Ctrl-C

@@ -258,6 +258,8 @@ def test_the_page_in_a_real_browser(tmp_path, browser):
         paused_units = d.execute_script("return cascor.installs")
         assert int(d.find_element(By.ID, "units").text) == paused_units
         assert len(d.find_elements(By.CSS_SELECTOR, "#installs li")) == paused_units
+        # the boundary is redrawn from the snapshot the pause wrote
+        _wait(d, "cascor.boundaryEpoch === Number(document.getElementById('epoch').textContent)", 30)
         d.save_screenshot(os.path.join(artefacts, "service-paused.png"))
         d.find_element(By.ID, "b-resume").click()
         _wait(d, "cascor.status === 'running' || cascor.status === 'finished'")

@@ -155,9 +155,10 @@ def _tracking_options(f):
     import functools
 
     @functools.wraps(f)
-    def wrapper(*args, log_dir, log_csv, mlflow, mlflow_experiment, events_fd, **kw):
+    def wrapper(*args, log_dir, log_csv, mlflow, mlflow_experiment, events_fd, monitor, monitor_port, **kw):
         return f(*args, tracking={"log_dir": log_dir, "log_csv": log_csv, "mlflow": mlflow,
-                                  "mlflow_experiment": mlflow_experiment, "events_fd": events_fd}, **kw)
+                                  "mlflow_experiment": mlflow_experiment, "events_fd": events_fd,
+                                  "monitor": monitor_port if monitor else None, "out": kw.get("out")}, **kw)
 
     for opt in reversed([
         click.option("--log-dir", type=click.Path(), default=None,
@@ -169,6 +170,11 @@ def _tracking_options(f):
                      help="Log params, metrics and the final snapshot to MLflow (MLFLOW_TRACKING_URI; needs mlflow)."),
         click.option("--mlflow-experiment", default=None, metavar="NAME",
                      help="MLflow experiment (default: cascor)."),
+        click.option("--monitor", is_flag=True,
+                     help="Watch this run in the browser: the `cascor serve` page for this run, served by this "
+                          "process on 127.0.0.1 (the address with its token is printed; needs cascor[serve])."),
+        click.option("--monitor-port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+                     help="Port of --monitor (0: any free port)."),
         # `cascor serve` runs every training through this command and reads its history here
         click.option("--events-fd", type=click.IntRange(min=3), default=None, hidden=True,
                      help="Write the run's history as JSON lines to this inherited file descriptor."),
@@ -193,6 +199,10 @@ def _loggers(tracking: dict | None) -> list:
         from .service.events import EventLogger
 
         loggers.append(EventLogger(tracking["events_fd"]))
+    if tracking.get("monitor") is not None:
+        from .service.monitor import Monitor
+
+        loggers.append(Monitor(tracking["out"], port=tracking["monitor"], echo=_note))
     for logger in loggers:
         logger.preflight()
     return loggers

@@ -36,6 +36,9 @@ from .supervisor import Supervisor
 COOKIE = "cascor_token"
 STATIC = ("app.js", "style.css", "uPlot.iife.min.js", "uPlot.min.css", "LICENSE.uPlot.txt")
 MAX_UPLOAD = 64 << 20
+# an oversized body up to this much over the limit is read (and dropped) before the 413, so an
+# ordinary client sees the message instead of a broken pipe; a larger one is cut off
+DRAIN_LIMIT = 16 << 20
 
 
 class Guard:
@@ -110,9 +113,13 @@ class Branch(BaseModel):
 
 
 def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, max_runs: int = 2,
-               max_upload: int = MAX_UPLOAD) -> Guard:
-    store = RunStore(runs)
+               max_upload: int = MAX_UPLOAD, monitor: tuple[str, object] | None = None) -> Guard:
+    """``monitor``: (run id, stop callable) of the one run the calling process trains
+    (``cascor train --monitor``): the server shows only it and starts nothing."""
+    store = RunStore(runs, only=monitor[0] if monitor else None)
     sup = Supervisor(store, max_runs=max_runs)
+    if monitor:
+        sup.attach(*monitor)
 
     from contextlib import asynccontextmanager
 
@@ -139,6 +146,9 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
     async def body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_upload:
+            if int(declared) <= max_upload + DRAIN_LIMIT:
+                async for _ in request.stream():  # read and drop it, so the client hears why
+                    pass
             raise ServiceError(f"upload too large: {int(declared)} bytes (the limit is {max_upload})", 413)
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -184,7 +194,7 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
         record = store.read(run_id)
         feed = sup.feeds.get(run_id)
         live = feed.info if feed is not None and run_id in sup.workers else {}
-        return {"id": run_id, "status": record.get("status"), "error": record.get("error"),
+        return {"id": run_id, "status": sup.status_of(run_id) or record.get("status"), "error": record.get("error"),
                 "created": record.get("created"), "spec": record.get("spec"), "parent": record.get("parent"),
                 "summary": record.get("summary"), "live": live, "queue_position":
                     sup.queue.index(run_id) + 1 if run_id in sup.queue else None}
@@ -222,7 +232,7 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
         """A running run's state and history as its feed holds them now (no await inside: a
         stream subscribes and takes this in one step, so no batch is both in it and queued)."""
         feed = sup.feeds.get(run_id)
-        if run_id not in sup.workers or feed is None or feed.history is None:
+        if not sup.is_live(run_id) or feed is None or feed.history is None:
             return None
         out = listing(run_id)
         out["history"] = json_safe(feed.history)  # (a copy)
@@ -320,7 +330,7 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
         directory = store.path(run_id)
         if confirm != run_id:
             raise ServiceError(f"deleting run {run_id} needs ?confirm={run_id}")
-        if run_id in sup.workers or run_id in sup.queue or store.read(run_id).get("status") in LIVE:
+        if sup.is_live(run_id) or run_id in sup.queue or store.read(run_id).get("status") in LIVE:
             raise ServiceError(f"run {run_id} is {store.read(run_id)['status']}: stop it first", 409)
         await blocking(shutil.rmtree, directory)
         sup.feeds.pop(run_id, None)
@@ -400,13 +410,9 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
     return {n.lower() for n in names} | {f"{n}:{port}".lower() for n in names}
 
 
-def serve(runs: str, host: str, port: int, token: str | None, max_runs: int, max_upload: int = MAX_UPLOAD,
-          echo=print) -> None:
-    """Run the service until SIGINT/SIGTERM (workers are asked to stop and save first)."""
-    import signal
+def listen(host: str, port: int):
+    """A listening socket (port 0: one the OS picks; connections wait in its backlog from now on)."""
     import socket
-
-    import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -414,17 +420,35 @@ def serve(runs: str, host: str, port: int, token: str | None, max_runs: int, max
     try:
         sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)  # connections from here on wait for the server instead of being refused
+    sock.listen(128)
+    return sock
+
+
+def address(host: str, port: int, token: str | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def uvicorn_server(app):
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=1 << 20))
+
+
+def serve(runs: str, host: str, port: int, token: str | None, max_runs: int, max_upload: int = MAX_UPLOAD,
+          echo=print) -> None:
+    """Run the service until SIGINT/SIGTERM (workers are asked to stop and save first)."""
+    import signal
+
+    sock = listen(host, port)
     port = sock.getsockname()[1]
     app = create_app(runs, token=token, hosts=allowed_hosts(host, port), max_runs=max_runs, max_upload=max_upload)
-    shown = f"[{host}]" if ":" in host else host
-    echo(f"cascor serve: http://{shown}:{port}/" + (f"?token={token}" if token else "") +
-         f"  (runs: {os.path.realpath(runs)}; Ctrl-C stops it)")
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=1 << 20)
+    echo(f"cascor serve: {address(host, port, token)}  (runs: {os.path.realpath(runs)}; Ctrl-C stops it)")
     # uvicorn handles SIGINT/SIGTERM (stop serving, then the lifespan's shutdown: workers save
     # and exit), then raises the signal again under the handlers it found -- these: a Ctrl-C
     # ends with exit 0, not a KeyboardInterrupt traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn_server(app).run(sockets=[sock])

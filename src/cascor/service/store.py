@@ -19,6 +19,7 @@ import re
 import time
 
 from ..errors import CascorError
+from ..snapshot.rundir import live_holder
 from ..snapshot.writer import atomic_write
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -44,8 +45,11 @@ class NotFound(ServiceError):
 
 
 class RunStore:
-    def __init__(self, root: str):
+    """``only``: the one run this store shows (``cascor train --monitor``); others do not exist."""
+
+    def __init__(self, root: str, only: str | None = None):
         self.root = os.path.realpath(root)
+        self.only = only
         os.makedirs(self.root, exist_ok=True)
         self._history_cache: dict[str, tuple] = {}
 
@@ -57,7 +61,7 @@ class RunStore:
         real = os.path.realpath(path)
         if os.path.dirname(real) != self.root:
             raise ServiceError(f"run {run_id!r} is not inside the runs directory")
-        if must_exist and not os.path.isdir(real):
+        if (must_exist and not os.path.isdir(real)) or (self.only is not None and run_id != self.only):
             raise NotFound(f"no run {run_id!r}")
         return real
 
@@ -84,6 +88,8 @@ class RunStore:
                 n += 1
 
     def ids(self) -> list[str]:
+        if self.only is not None:
+            return [self.only]
         return sorted(n for n in os.listdir(self.root)
                       if RUN_ID_RE.match(n) and os.path.isdir(os.path.join(self.root, n)))
 
@@ -96,10 +102,12 @@ class RunStore:
                 record = json.loads(f.read(1 << 20))
             if not isinstance(record, dict) or record.get("format") != "cascor-service-run":
                 raise ValueError
-        except FileNotFoundError:
+        except FileNotFoundError:  # a directory `cascor train` wrote
             record = {"format": "cascor-service-run", "id": run_id, "spec": None, "parent": None, "error": None,
                       "created": os.path.getmtime(directory)}
             record["status"] = "finished" if os.path.exists(os.path.join(directory, "final.h5")) else "stopped"
+            if self.only is None and live_holder(directory) is not None:
+                record["status"] = "external"  # a CLI process trains it now
         except (OSError, ValueError):
             record = {"format": "cascor-service-run", "id": run_id, "spec": None, "parent": None,
                       "status": "failed", "error": f"{SERVICE_FILE} of run {run_id} cannot be read",
@@ -170,3 +178,4 @@ class RunStore:
                 "status": state.status, "epoch": state.counters.epoch, "hidden_units": state.network.n_hidden,
                 "n_inputs": state.network.n_inputs, "n_outputs": state.network.n_outputs,
                 "best_n_units": None if state.validation is None else state.validation.best_n_units}
+

@@ -49,11 +49,32 @@ class Supervisor:
         self.feeds: dict[str, RunFeed] = {}
         self._closing = False
         self._tasks: set[asyncio.Task] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # runs trained by the process this server lives in (`cascor train --monitor`):
+        # run id -> [status, stop callable]; such a server starts nothing itself
+        self.attached: dict[str, list] = {}
+
+    def attach(self, run_id: str, stop) -> None:
+        self.attached[run_id] = ["running", stop]
+
+    def set_attached(self, run_id: str, status: str) -> None:
+        self.attached[run_id][0] = status
+        self.publish_state(run_id, {"status": status})
+
+    def status_of(self, run_id: str) -> str | None:
+        """The status a server that trains nothing itself knows better than the directory."""
+        return self.attached[run_id][0] if run_id in self.attached else None
+
+    def is_live(self, run_id: str) -> bool:
+        return run_id in self.workers or self.status_of(run_id) in LIVE
 
     # -- lifecycle -------------------------------------------------------------------------
     async def startup(self) -> None:
         """Records that say a worker is on it, from a server that died: interrupted. Queued runs
         stay queued and start in their order."""
+        self.loop = asyncio.get_running_loop()
+        if self.attached:
+            return  # a monitor: the runs directory's other runs are another server's business
         queued = []
         for run_id in self.store.ids():
             record = self.store.read(run_id)
@@ -97,6 +118,9 @@ class Supervisor:
         """Start the run's next piece of training now, or queue it."""
         if self._closing:
             raise ServiceError("the server is stopping", 503)
+        if self.attached:
+            raise ServiceError("this server only watches the run its `cascor train --monitor` process trains; "
+                               "`cascor serve` starts and resumes runs", 409)
         if run_id in self.workers or run_id in self.queue:
             raise ServiceError(f"run {run_id} is already {self.store.read(run_id)['status']}", 409)
         if len(self.workers) >= self.max_runs:
@@ -107,6 +131,10 @@ class Supervisor:
         return await self._spawn(run_id)
 
     async def pause(self, run_id: str, how: str = "pause") -> dict:
+        if self.status_of(run_id) == "running":
+            self.attached[run_id][1]()  # the training loop stops at its next epoch boundary
+            self.set_attached(run_id, "pausing" if how == "pause" else "stopping")
+            return {"status": self.status_of(run_id)}
         if run_id in self.queue:
             self.queue.remove(run_id)
             return self._set(run_id, status="paused" if how == "pause" else "stopped")

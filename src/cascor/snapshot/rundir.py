@@ -103,6 +103,21 @@ def _read_holder(fd: int) -> int | None:
         return None
 
 
+def live_holder(directory: str) -> int | None:
+    """The pid of the live process that last took ``directory``'s lock, without touching the
+    lock (a status display must never make a starting trainer's lock fail). A pid the OS has
+    since reused can show a finished run as held: good enough for a display, not for a decision."""
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        pid = _read_holder(fd)
+    finally:
+        os.close(fd)
+    return pid if pid is not None and _pid_alive(pid) else None
+
+
 def read_owner(directory: str) -> str | None:
     """The run_id recorded in ``DIR/run.json``; None without one."""
     path = os.path.join(directory, RUN_FILE)

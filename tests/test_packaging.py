@@ -88,7 +88,7 @@ def test_declared_lower_bounds_hold(tmp_path):
     """The oldest release series the package declares it accepts, installed together, pass the
     core tests. torch is the exception: only the local 2.13.0 build installs without gigabytes of
     download, so its bound (2.2) rests on the API cascor uses (no newer call), not on a run."""
-    bounds = _lower_bounds(("export", "track"))
+    bounds = _lower_bounds(("export", "track", "serve"))
     pins = [f"{name}=={version}.*" for name, version in bounds.items() if name != "torch"]
     py = _venv(tmp_path / "old-env")
     _run([py, "-m", "pip", "install", "--quiet", "torch==2.13.0", *pins, "pytest", "pytest-timeout"])
@@ -110,6 +110,11 @@ def test_declared_lower_bounds_hold(tmp_path):
                 "tensorboard.__version__)"]).stdout.split()
     for name, found in zip(("onnx", "onnxruntime", "tensorboard"), got):
         assert found.startswith(bounds[name] + "."), (name, bounds[name], found)
+    # and the serve extra's (fastapi, pydantic, uvicorn, websockets): the service's API tests
+    got = _run([py, "-c", "import fastapi, pydantic, uvicorn, websockets; print(fastapi.__version__, "
+                "pydantic.VERSION, uvicorn.__version__, websockets.__version__)"]).stdout.split()
+    for name, found in zip(("fastapi", "pydantic", "uvicorn", "websockets"), got):
+        assert found.startswith(bounds[name] + "."), (name, bounds[name], found)
     tests = _run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "tests/test_export.py",
-                  "tests/test_tracking.py"], cwd=ROOT, env=env)
+                  "tests/test_tracking.py", "tests/test_service.py"], cwd=ROOT, env=env)
     assert " passed" in tests.stdout and not re.search(r"\b\d+ failed", tests.stdout)

@@ -82,3 +82,24 @@ def test_python_block_runs(tmp_path):
     finally:
         os.chdir(cwd)
     assert (tmp_path / "clf.h5").exists() and (tmp_path / "s.h5").exists()
+
+
+def test_serve_block_starts_the_printed_address(tmp_path):
+    """The serve block's command as written (plus --port 0, so a real server on 8765 cannot
+    collide with the test): the printed address, token included, opens the page."""
+    import urllib.request
+
+    block = next(b for b in _blocks("bash") if "cascor serve" in b)
+    (line,) = [c for c in _commands(block) if c.startswith("cascor serve")]
+    args = shlex.split(line)[1:] + ["--port", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "cascor", *args], cwd=str(tmp_path), stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stderr.readline()
+        url = re.search(r"(http://\S+\?token=\S+)", first).group(1)
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert b"<title>cascor</title>" in r.read()
+        assert os.path.isdir(tmp_path / "runs")
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0

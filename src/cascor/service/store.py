@@ -175,7 +175,8 @@ class RunStore:
             return None
         state = self.load_snapshot(path).state
         return {"snapshot": os.path.basename(path), "history": state.history.to_dict(),
-                "status": state.status, "epoch": state.counters.epoch, "hidden_units": state.network.n_hidden,
+                "status": state.status, "phase": state.phase.name, "epoch": state.counters.epoch,
+                "hidden_units": state.network.n_hidden,
                 "n_inputs": state.network.n_inputs, "n_outputs": state.network.n_outputs,
                 "best_n_units": None if state.validation is None else state.validation.best_n_units}
 

@@ -9,7 +9,6 @@ inspect`` and ``snapshot verify`` start fast.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
@@ -41,13 +40,10 @@ class _Group(click.Group):
 
 
 def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    """``obj`` as strict JSON allows (non-finite floats as null)."""
+    from .service.events import json_safe
+
+    return json_safe(obj)
 
 
 def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:

@@ -51,7 +51,7 @@ class RunStore:
         self.root = os.path.realpath(root)
         self.only = only
         os.makedirs(self.root, exist_ok=True)
-        self._history_cache: dict[str, tuple] = {}
+        self._snapshot_cache: dict[str, tuple] = {}
 
     # -- names -----------------------------------------------------------------------------
     def path(self, run_id: str, must_exist: bool = True) -> str:
@@ -159,13 +159,13 @@ class RunStore:
 
         st = os.stat(path)
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        cached = self._history_cache.get(path)
+        cached = self._snapshot_cache.get(path)
         if cached is not None and cached[0] == key:
             return cached[1]
         loaded = load(path)
-        if len(self._history_cache) > 64:
-            self._history_cache.clear()
-        self._history_cache[path] = (key, loaded)
+        if len(self._snapshot_cache) > 64:
+            self._snapshot_cache.clear()
+        self._snapshot_cache[path] = (key, loaded)
         return loaded
 
     def history(self, run_id: str) -> dict | None:

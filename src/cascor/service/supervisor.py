@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from .hub import RunFeed
 from .store import LIVE, RunStore, ServiceError
@@ -125,8 +126,6 @@ class Supervisor:
             raise ServiceError(f"run {run_id} is already {self.store.read(run_id)['status']}", 409)
         if len(self.workers) >= self.max_runs:
             self.queue.append(run_id)
-            import time
-
             return self._set(run_id, status="queued", error=None, queued_at=time.time())
         return await self._spawn(run_id)
 
@@ -168,7 +167,8 @@ class Supervisor:
             if spec.get("target") is not None:
                 data += ["--target", str(spec["target"])]
         if snapshot is not None:
-            extra = ["--max-units", str(int(spec["max_units"]))] if spec.get("max_units") and record.get("parent") else []
+            grow = spec.get("max_units") and record.get("parent")  # a branch with room for more units
+            extra = ["--max-units", str(int(spec["max_units"]))] if grow else []
             return cmd + ["resume", snapshot, *common, *data, *extra]
         if not spec:
             raise ServiceError(f"run {run_id} has no snapshot to resume from and no recorded settings", 409)

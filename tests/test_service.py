@@ -312,3 +312,27 @@ def test_train_monitor_shows_the_run_and_stops_it_from_the_page(tmp_path):
     summary = json.loads(stdout)
     assert msg["status"] == "stopped" and not summary["finished"]
     assert (out / "latest.h5").exists()  # stopped at an epoch boundary with a snapshot, as for Ctrl-C
+
+
+def test_serve_without_the_extra_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['uvicorn'] = None; sys.argv = ['cascor', 'serve', '--runs', sys.argv[1]]; "
+            "from cascor.cli import main; main()")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr == "error: cascor serve needs uvicorn: pip install 'cascor[serve]'\n"
+
+
+def test_uploads_no_run_took_are_swept_after_a_day(tmp_path):
+    from cascor.service import actions
+    from cascor.service.store import RunStore
+
+    store = RunStore(str(tmp_path))
+    folder = tmp_path / actions.UPLOADS
+    folder.mkdir()
+    old, new = folder / "a.csv", folder / "b.csv"
+    old.write_text("1,0\n")
+    new.write_text("1,0\n")
+    os.utime(old, (0, 0))
+    assert actions.sweep_uploads(store) == 1 and not old.exists() and new.exists()

@@ -66,6 +66,27 @@ def save_upload(store: RunStore, data: bytes, filename: str) -> dict:
     return {"upload": name, "rows": int(len(ds.X)), "features": int(ds.X.shape[1]), "task": ds.task}
 
 
+def sweep_uploads(store: RunStore, max_age: float = 86400.0) -> int:
+    """Remove uploads no run took within ``max_age`` seconds (at server start)."""
+    import time
+
+    folder = os.path.join(store.root, UPLOADS)
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            if time.time() - os.lstat(path).st_mtime > max_age:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def take_upload(store: RunStore, upload: str, run_id: str) -> str:
     """Move an upload into its run directory; returns its name there."""
     if not isinstance(upload, str) or "/" in upload or upload.startswith(".") or \

@@ -125,6 +125,8 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
 
     @asynccontextmanager
     async def lifespan(app):
+        if monitor is None:
+            await asyncio.to_thread(actions.sweep_uploads, store)
         await sup.startup()
         yield
         await sup.shutdown()
@@ -193,7 +195,7 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
     def listing(run_id: str) -> dict:
         record = store.read(run_id)
         feed = sup.feeds.get(run_id)
-        live = feed.info if feed is not None and run_id in sup.workers else {}
+        live = feed.info if feed is not None and sup.is_live(run_id) else {}
         return {"id": run_id, "status": sup.status_of(run_id) or record.get("status"), "error": record.get("error"),
                 "created": record.get("created"), "spec": record.get("spec"), "parent": record.get("parent"),
                 "summary": record.get("summary"), "live": live, "queue_position":

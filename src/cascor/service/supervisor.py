@@ -54,6 +54,7 @@ class Supervisor:
         # runs trained by the process this server lives in (`cascor train --monitor`):
         # run id -> [status, stop callable]; such a server starts nothing itself
         self.attached: dict[str, list] = {}
+        self._starting: set[str] = set()  # between a submit and its worker being known
 
     def attach(self, run_id: str, stop) -> None:
         self.attached[run_id] = ["running", stop]
@@ -122,7 +123,7 @@ class Supervisor:
         if self.attached:
             raise ServiceError("this server only watches the run its `cascor train --monitor` process trains; "
                                "`cascor serve` starts and resumes runs", 409)
-        if run_id in self.workers or run_id in self.queue:
+        if run_id in self.workers or run_id in self.queue or run_id in self._starting:
             raise ServiceError(f"run {run_id} is already {self.store.read(run_id)['status']}", 409)
         if len(self.workers) >= self.max_runs:
             self.queue.append(run_id)
@@ -184,9 +185,18 @@ class Supervisor:
             args.append("--early-stopping" if spec["early_stopping"] else "--no-early-stopping")
         if spec.get("n_iter_no_change"):
             args += ["--n-iter-no-change", str(int(spec["n_iter_no_change"]))]
+        if spec.get("backend") not in (None, "local"):
+            args += ["--backend", spec["backend"]]
         return cmd + args
 
     async def _spawn(self, run_id: str) -> dict:
+        self._starting.add(run_id)
+        try:
+            return await self._start_worker(run_id)
+        finally:
+            self._starting.discard(run_id)
+
+    async def _start_worker(self, run_id: str) -> dict:
         record = self.store.read(run_id)
         snapshot = await asyncio.to_thread(self.store.newest_snapshot, run_id)
         argv = self.argv(run_id, snapshot, record)
@@ -198,6 +208,9 @@ class Supervisor:
                 *argv, "--events-fd", str(write_fd), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=log, pass_fds=(write_fd,),
                 start_new_session=True)  # a Ctrl-C at the server's terminal reaches the server only
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
             log.close()

@@ -117,6 +117,12 @@ def test_uploads_are_limited_and_parsed_like_data_files(server):
     assert status == 400
     assert set(os.listdir(server.runs)) - before <= {".uploads"}
     assert not os.listdir(os.path.join(server.runs, ".uploads"))
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, X=np.random.default_rng(0).normal(size=(50, 3)), y=np.arange(50) % 2)
+    status, body = server.post("/api/uploads?filename=d.npz", buf.getvalue())
+    assert status == 201 and body["rows"] == 50 and body["features"] == 3 and body["upload"].endswith(".npz")
 
 
 def test_a_hostile_snapshot_is_refused_with_the_readers_message(server, tmp_path):

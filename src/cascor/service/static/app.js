@@ -36,6 +36,10 @@ async function refreshRuns() {
       li.className = r.id === S.selected ? "selected" : "";
       const name = document.createElement("span");
       name.textContent = r.id;
+      const units = (r.live && r.live.hidden_units) ?? (r.summary && r.summary.hidden_units);
+      const spec = r.spec || {};
+      name.title = [spec.dataset || spec.data || "", spec.preset || "", spec.seed != null ? "seed " + spec.seed : "",
+                    units != null ? units + " units" : ""].filter(Boolean).join(", ");
       const st = document.createElement("span");
       st.className = "status " + r.status;
       st.textContent = r.status;
@@ -95,6 +99,11 @@ function select(id) {
                      boundaryEpoch: null, liveStatus: false });
   $("detail").hidden = false;
   $("run-title").textContent = id;
+  const r = S.runs.find((x) => x.id === id);
+  const spec = (r && r.spec) || {};
+  $("run-spec").textContent = [spec.dataset || spec.data, spec.preset, spec.seed != null ? "seed " + spec.seed : null,
+                               r && r.parent && r.parent.run ? "branched from " + r.parent.run + "/" + r.parent.snapshot : null]
+                              .filter(Boolean).join(" · ");
   say("");
   for (const li of $("runs").children) li.className = li.dataset.run === id ? "selected" : "";
   connect(id);

@@ -342,3 +342,34 @@ def test_uploads_no_run_took_are_swept_after_a_day(tmp_path):
     new.write_text("1,0\n")
     os.utime(old, (0, 0))
     assert actions.sweep_uploads(store) == 1 and not old.exists() and new.exists()
+
+
+def test_an_imported_snapshot_gets_its_data_from_an_upload_never_its_recorded_path(server, tmp_path):
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(120, noise=0.2, random_state=1)
+    csv = tmp_path / "private.csv"
+    csv.write_text("a,b,t\n" + "\n".join(f"{a:.5f},{b:.5f},{t}" for (a, b), t in zip(X, y)) + "\n")
+    p = cascor("train", "--data", str(csv), "--preset", "cascor1c", "--set", "max_units=3", "--stop-after", "40",
+               "--out", str(tmp_path / "cli"), "--quiet")
+    assert p.returncode == 0, p.stderr
+    status, run = server.post("/api/snapshots", (tmp_path / "cli" / "latest.h5").read_bytes())
+    assert status == 201 and run["status"] == "paused", run
+    rid = run["id"]
+    server.post(f"/api/runs/{rid}/resume")
+    failed = server.wait_status(rid, ("failed", "finished"))
+    assert failed["status"] == "failed" and "recorded file only" in failed["error"]  # the path was not followed
+
+    def attach(text):
+        status, up = server.post("/api/uploads?filename=d.csv", text.encode())
+        assert status == 201
+        status, body = server.post(f"/api/runs/{rid}/data", {"upload": up["upload"]})
+        assert status == 200, body
+
+    attach(csv.read_text().replace(f"{X[0, 0]:.5f}", f"{X[0, 0] + 1:.5f}", 1))  # not the run's data
+    server.post(f"/api/runs/{rid}/resume")
+    wrong = server.wait_status(rid, ("failed", "finished"))
+    assert wrong["status"] == "failed" and "differs from the data this run was trained on" in wrong["error"]
+    attach(csv.read_text())
+    server.post(f"/api/runs/{rid}/resume")
+    assert server.wait_status(rid, ("failed", "finished"))["status"] == "finished"

@@ -103,6 +103,12 @@ class NewRun(BaseModel):
     start: bool = True
 
 
+class Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    upload: str = Field(description="the id POST /api/uploads returned")
+    target: str | None = None
+
+
 class Branch(BaseModel):
     model_config = ConfigDict(extra="allow")  # refused fields are named in the error
     snapshot: str
@@ -282,6 +288,21 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
     async def download(run_id: str, name: str):
         path = store.snapshot_path(run_id, name)
         return FileResponse(path, media_type="application/x-hdf5", filename=f"{run_id}-{name}")
+
+    @app.post("/api/runs/{run_id}/data")
+    async def attach_data(run_id: str, request: Data):
+        """Give a run its training data file (an imported snapshot that records a file: the
+        recorded path is a stranger's and is never read). The run's snapshots check that it is
+        the data they were trained on when it resumes."""
+        store.path(run_id)
+        if sup.is_live(run_id) or run_id in sup.queue:
+            raise ServiceError(f"run {run_id} is {store.read(run_id)['status']}: pause it first", 409)
+        name = await blocking(actions.take_upload, store, request.upload, run_id)
+        record = store.read(run_id)
+        spec = {k: v for k, v in (record.get("spec") or {}).items() if k != "dataset"}
+        spec.update(data=name, target=request.target)
+        store.update(run_id, spec=spec)
+        return listing(run_id)
 
     @app.post("/api/runs/{run_id}/branch", status_code=201)
     async def branch(run_id: str, request: Branch):

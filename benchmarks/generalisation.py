@@ -83,7 +83,12 @@ def estimators(kind: str, seed: int, variants: list[str]):
         kw = {k: json.loads(v) for k, v in (p.split(":", 1) for p in params.split(","))}
         cls = CascorRegressor if kind == "reg" else CascorClassifier
         out[name] = make_pipeline(StandardScaler(), cls(random_state=seed, **kw))
+    if CASCOR_ONLY:
+        out = {k: v for k, v in out.items() if k == "cascor" or k in [v.split("=")[0] for v in variants]}
     return out
+
+
+CASCOR_ONLY = False  # --cascor-only: the default cascor and the variants, for a variant study
 
 
 def hidden_units(est) -> int | None:
@@ -173,7 +178,10 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated dataset names")
     ap.add_argument("--variant", action="append", default=[], help="extra cascor: 'name=param:json,param:json'")
     ap.add_argument("--json", default=None, help="write the summary here")
+    ap.add_argument("--cascor-only", action="store_true", help="only cascor's default and the --variant ones")
     args = ap.parse_args()
+    global CASCOR_ONLY
+    CASCOR_ONLY = args.cascor_only
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True), deprecated in 1.9

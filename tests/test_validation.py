@@ -211,3 +211,74 @@ def test_r2_is_scikit_learns():
     assert r2(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(w)) == pytest.approx(
         r2_score(y, p, sample_weight=w), rel=1e-12)
     assert np.isnan(r2(torch.zeros(5, 1), torch.ones(5, 1)))
+
+
+def _moons_run(max_units=20):
+    X, y = make_moons(400, noise=0.3, random_state=0)
+    X = X.astype(np.float32)
+    Y = encode_targets(y, np.array([0, 1]), -0.5, 0.5)
+    cfg = preset("cascor1c").replace(seed=1, validation_fraction=0.2, n_iter_no_change=3, max_units=max_units)
+    eng = trainer.start(cfg, X, Y, targets={"task": "classification", "classes": [0, 1]})
+    trainer.run(eng)
+    return eng.state, X, Y
+
+
+def test_refit_trains_the_chosen_output_layer_again_on_every_row():
+    from cascor.errors import StateError
+
+    chosen, X, Y = _moons_run()
+    assert chosen.validation.best_n_units == chosen.network.n_hidden  # rolled back to the chosen size
+    eng = trainer.refit(chosen, X, Y)
+    trainer.run(eng)
+    st = eng.state
+    assert st.done and st.validation is None and st.n_patterns == len(X) and st.run_id == chosen.run_id
+    assert st.network.n_hidden == chosen.network.n_hidden and st.config.max_units == chosen.network.n_hidden
+    for a, b in zip(st.network.units, chosen.network.units):  # the units are the chosen ones
+        assert torch.equal(a.weights, b.weights)
+    assert not torch.equal(st.network.output_weights, chosen.network.output_weights)  # the layer trained on
+    assert st.counters.epoch > chosen.counters.epoch and len(st.history) > len(chosen.history)
+    assert st.history.scores["epoch"][-1] == st.counters.epoch  # scored on all rows at its phase end
+    with pytest.raises(StateError, match="held-out data"):
+        trainer.refit(st, X, Y)  # (no held-out part any more)
+    with pytest.raises(DataError, match="same data"):
+        trainer.refit(chosen, X[:-1], Y[:-1])
+    cfg = preset("cascor1c").replace(seed=1, validation_fraction=0.2)
+    unfinished = trainer.start(cfg, X, Y, targets={"task": "classification", "classes": [0, 1]})
+    trainer.run(unfinished, stop_at_epoch=10)
+    with pytest.raises(StateError, match="finished run"):
+        trainer.refit(unfinished.state, X, Y)
+
+
+def test_a_refit_stopped_midway_resumes_bit_exactly(tmp_path):
+    chosen, X, Y = _moons_run()
+    whole = trainer.refit(chosen, X, Y)
+    trainer.run(whole)
+    part = trainer.refit(chosen, X, Y)
+    trainer.run(part, stop_at_epoch=chosen.counters.epoch + 3)
+    assert not part.state.done
+    path = str(tmp_path / "refit.h5")
+    snapshot.save(part.state, path)
+    cont = trainer.resume(snapshot.load(path).state, X, Y)  # all rows: the refit has no held-out part
+    trainer.run(cont)
+    assert torch.equal(cont.state.network.output_weights, whole.state.network.output_weights)
+    assert cont.state.counters.epoch == whole.state.counters.epoch
+    np.testing.assert_equal(cont.state.history.to_dict(), whole.state.history.to_dict())  # (NaN-aware)
+
+
+def test_estimator_refit_keeps_the_chosen_size_and_units():
+    from cascor import CascorClassifier
+
+    X, y = make_moons(600, noise=0.3, random_state=2)
+    plain = CascorClassifier(random_state=3).fit(X, y)
+    refit = CascorClassifier(random_state=3, refit=True).fit(X, y)
+    assert refit.refitted_ and not plain.refitted_
+    assert refit.best_n_units_ == plain.best_n_units_ == refit.n_hidden_units_
+    assert refit.validation_scores_ == plain.validation_scores_
+    for a, b in zip(refit.network_.units, plain.network_.units):
+        assert torch.equal(a.weights, b.weights)
+    assert not np.array_equal(refit.predict_proba(X), plain.predict_proba(X))
+    np.testing.assert_allclose(refit.predict_proba(X).sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="cannot grow further"):
+        refit.set_params(warm_start=True, max_units=60).fit(X, y)
+    with pytest.raises(ValueError, match="'refit' parameter"):
+        CascorClassifier(refit="yes").fit(X, y)

@@ -86,7 +86,7 @@ class _CascorBase(BaseEstimator):
         """Config changes that depend on the classes (the classifier's output activation)."""
 
     def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
-                 tol=None, output_l2=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
+                 refit=False, tol=None, output_l2=None, max_units=None, pool_size=None, max_epochs=None, max_time=None, random_state=None,
                  warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
                  output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
@@ -97,6 +97,7 @@ class _CascorBase(BaseEstimator):
                  error_measure=None, score_threshold=None, error_index_threshold=None, overrides=None):
         self.preset = preset
         self.early_stopping = early_stopping
+        self.refit = refit
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -202,8 +203,10 @@ class _CascorBase(BaseEstimator):
     def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
         import torch
 
-        from .trainer import resume, run, start
+        from .trainer import refit, resume, run, start
 
+        if self.refit not in (True, False):
+            raise ValueError(f"the 'refit' parameter must be True or False; got {self.refit!r} instead")
         if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
             raise ValueError(f"the 'max_time' parameter must be None or a positive number of seconds; got "
                              f"{self.max_time!r} instead")
@@ -225,9 +228,15 @@ class _CascorBase(BaseEstimator):
             extra = list(callbacks or ())
             progress = [_Progress(type(self).__name__)] if self.verbose else []
             status = "FAILED"
+            chosen = None
             try:
                 report = run(engine, stop_at_epoch=self.max_epochs, max_seconds=self.max_time,
                              callbacks=progress + extra)
+                if self.refit and report.finished and engine.state.validation is not None:
+                    # the chosen network's output layer once more on every row (held-out ones too)
+                    chosen = engine.state
+                    engine = refit(chosen, X, Y, backend=backend, sample_weight=sample_weight)
+                    report = run(engine, callbacks=progress + extra)
                 status = "FINISHED" if report.finished else "KILLED"
             finally:
                 for cb in extra:
@@ -237,7 +246,7 @@ class _CascorBase(BaseEstimator):
         finally:
             torch.set_num_threads(threads)
             backend.close()
-        self._set_fitted(engine.state)
+        self._set_fitted(engine.state, chosen)
         return self
 
     def _continued_state(self, n_samples: int, targets: dict):
@@ -245,6 +254,9 @@ class _CascorBase(BaseEstimator):
         further); any other changed parameter cannot apply to a run in progress and raises."""
         from .trainer import extend
 
+        if getattr(self, "refitted_", False):
+            raise ValueError("warm_start: this fit refit its output layer on all the data after choosing its size "
+                             "(refit=True); it cannot grow further: set warm_start=False to fit afresh")
         old = self.state_.config
         new = self._config(n_samples, targets)
         changed = sorted(k for k, v in new.to_dict().items() if v != old.to_dict()[k] and k != "max_units")
@@ -260,20 +272,23 @@ class _CascorBase(BaseEstimator):
                 raise ValueError(f"warm_start: {exc}") from None
         return self.state_
 
-    def _set_fitted(self, state):
+    def _set_fitted(self, state, chosen=None):
+        """``chosen``: the run that chose the size, when ``state`` is its refit (the held-out
+        scores and the chosen size are that run's)."""
         self.state_ = state
+        self.refitted_ = chosen is not None
         # The network to predict with: the best one seen on held-out data (a finished run was
         # already rolled back to it; a run stopped by a budget is cut back here).
         self.network_ = state.best_network()
         self.n_hidden_units_ = self.network_.n_hidden
         self.history_ = state.history.to_dict()
         scores = self.history_["scores"]
-        self.converged_ = state.status in ("solved", "early_stopped")
+        self.converged_ = (chosen or state).status in ("solved", "early_stopped")
         self.n_features_in_ = state.network.n_inputs
         self.n_iter_ = state.counters.epoch
         self.loss_curve_ = list(scores["train_loss"])
-        v = state.validation
-        self.validation_scores_ = list(scores["val_score"]) if v is not None else None
+        v = (chosen or state).validation
+        self.validation_scores_ = list((chosen or state).history.scores["val_score"]) if v is not None else None
         self.best_validation_score_ = v.best_score if v is not None and v.best_n_units >= 0 else None
         self.best_n_units_ = v.best_n_units if v is not None and v.best_n_units >= 0 else self.network_.n_hidden
 

@@ -16,6 +16,7 @@ from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
 from .engine import Engine, as_sample_weights, as_training_tensors
 from .errors import DataError, StateError
+from .quickprop import QuickpropSlots
 from .state import TrainState, new_state
 from .validation import ValidationState, class_labels, split_indices, training_rows
 
@@ -112,6 +113,42 @@ def extend(state: TrainState, max_units: int) -> TrainState:
         new.status = "running"
         Engine._enter(new, "candidates", quit=new.config.input_epochs)
     return new
+
+
+def refit(state: TrainState, X, Y, backend=None, *, sample_weight=None) -> Engine:
+    """The network a finished run chose on held-out data, its output layer trained once more on
+    *all* of (X, Y) -- the held-out rows included -- before it is used (scikit-learn's "refit
+    on the whole training set after choosing"). The units stay as they are (they were trained
+    on the training rows only; retraining them would change the size that was chosen).
+
+    The result is an ordinary run: the same run id and history, continuing its epoch count with
+    one output phase, then done at its unit limit (``max_units`` = the chosen size). Its state has
+    no held-out part any more, so a snapshot of it resumes (bit-exactly) on (X, Y) whole. (X, Y)
+    are the data given to :func:`start`. Refused for a run without held-out data or not finished.
+    """
+    if state.validation is None:
+        raise StateError("refit needs a run that chose its size on held-out data (validation_fraction > 0)")
+    if not state.done:
+        raise StateError(f"refit needs a finished run; this one is {state.status!r} in its {state.phase.name} phase")
+    X, Y = as_training_tensors(X, Y)
+    v = state.validation
+    if v.index is not None and X.shape[0] != v.n_total:
+        raise DataError(f"the run was started on {v.n_total} patterns; got {X.shape[0]}: refit on the same data")
+    w = as_sample_weights(sample_weight, X.shape[0])
+    n = state.network.n_hidden
+    tree = state.state_dict()
+    tree["config"] = dict(tree["config"], validation_fraction=0.0, n_iter_no_change=0, max_units=n)
+    tree["validation"] = None
+    tree["n_patterns"] = X.shape[0]
+    tree["errors"] = torch.zeros(X.shape[0], Y.shape[1])
+    tree["diffs"] = torch.zeros(X.shape[0], Y.shape[1])
+    tree["data_digest"] = ""  # the digest of all of (X, Y), set by the engine
+    tree["status"] = "running"
+    fan_in = 1 + state.network.n_inputs + n
+    tree["output_slots"] = QuickpropSlots(state.network.n_outputs, fan_in, fan_in).state_dict()  # a fresh phase
+    new = TrainState.from_state_dict(tree)
+    Engine._enter(new, "output", quit=new.config.output_patience)
+    return Engine(new, X, Y, backend, sample_weight=w)
 
 
 def run(

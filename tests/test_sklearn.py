@@ -117,14 +117,15 @@ def test_early_stopping_attributes_threads_and_auto_threshold():
 
     X, y = make_moons(400, noise=0.3, random_state=0)
     threads = torch.get_num_threads()
-    clf = CascorClassifier(random_state=0).fit(X, y)  # 400 >= 300: auto holds out data
+    assert CascorClassifier(random_state=0).fit(X, y).refitted_  # 400 >= 300: auto holds out data, then refits
+    clf = CascorClassifier(random_state=0, refit=False).fit(X, y)  # (the run that chose, as it ended)
     assert torch.get_num_threads() == threads  # the caller's setting is restored
     assert clf.state_.validation is not None and clf.state_.config.validation_fraction == 0.2
     assert clf.best_n_units_ == clf.n_hidden_units_ and len(clf.validation_scores_) == len(clf.loss_curve_)
     assert clf.best_validation_score_ == max(clf.validation_scores_)
     assert clf.n_iter_ == clf.state_.counters.epoch
     small = CascorClassifier(random_state=0).fit(X[:200], y[:200])
-    assert small.state_.validation is None and small.validation_scores_ is None
+    assert small.state_.validation is None and small.validation_scores_ is None and not small.refitted_
     with pytest.raises(ValueError, match="early_stopping"):
         CascorClassifier(early_stopping="yes").fit(X, y)
 

@@ -269,8 +269,8 @@ def test_estimator_refit_keeps_the_chosen_size_and_units():
     from cascor import CascorClassifier
 
     X, y = make_moons(600, noise=0.3, random_state=2)
-    plain = CascorClassifier(random_state=3).fit(X, y)
-    refit = CascorClassifier(random_state=3, refit=True).fit(X, y)
+    plain = CascorClassifier(random_state=3, refit=False).fit(X, y)
+    refit = CascorClassifier(random_state=3).fit(X, y)  # refit='auto': refit unless warm_start
     assert refit.refitted_ and not plain.refitted_
     assert refit.best_n_units_ == plain.best_n_units_ == refit.n_hidden_units_
     assert refit.validation_scores_ == plain.validation_scores_
@@ -280,5 +280,7 @@ def test_estimator_refit_keeps_the_chosen_size_and_units():
     np.testing.assert_allclose(refit.predict_proba(X).sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="cannot grow further"):
         refit.set_params(warm_start=True, max_units=60).fit(X, y)
+    warm = CascorClassifier(random_state=3, warm_start=True).fit(X, y)  # 'auto' keeps it growable
+    assert not warm.refitted_ and warm.best_n_units_ == plain.best_n_units_
     with pytest.raises(ValueError, match="'refit' parameter"):
         CascorClassifier(refit="yes").fit(X, y)

@@ -373,3 +373,9 @@ def test_an_imported_snapshot_gets_its_data_from_an_upload_never_its_recorded_pa
     attach(csv.read_text())
     server.post(f"/api/runs/{rid}/resume")
     assert server.wait_status(rid, ("failed", "finished"))["status"] == "finished"
+
+
+def test_a_second_server_on_the_same_runs_is_refused(server):
+    p = cascor("serve", "--runs", server.runs, "--port", "0", "--token", TOKEN)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1
+    assert f"another cascor serve (pid {server.proc.pid})" in p.stderr

@@ -433,6 +433,29 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
     return {n.lower() for n in names} | {f"{n}:{port}".lower() for n in names}
 
 
+SERVE_LOCK = ".cascor-serve.lock"
+
+
+def claim_runs(runs: str) -> int:
+    """Lock the runs directory for this server (an open descriptor with an exclusive flock): two
+    servers over one directory would each take the other's running runs for interrupted ones."""
+    import fcntl
+
+    os.makedirs(runs, exist_ok=True)
+    path = os.path.join(runs, SERVE_LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ServiceError(f"another cascor serve (pid {holder or '?'}) serves {os.path.realpath(runs)}; "
+                           "stop it or pass another --runs") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def listen(host: str, port: int):
     """A listening socket (port 0: one the OS picks; connections wait in its backlog from now on)."""
     import socket
@@ -465,6 +488,7 @@ def serve(runs: str, host: str, port: int, token: str | None, max_runs: int, max
     """Run the service until SIGINT/SIGTERM (workers are asked to stop and save first)."""
     import signal
 
+    lock = claim_runs(runs)  # noqa: F841 -- held (open) while the server runs
     sock = listen(host, port)
     port = sock.getsockname()[1]
     app = create_app(runs, token=token, hosts=allowed_hosts(host, port), max_runs=max_runs, max_upload=max_upload)

@@ -262,7 +262,8 @@ class _CascorBase(BaseEstimator):
 
         if getattr(self, "refitted_", False):
             raise ValueError("warm_start: this fit refit its output layer on all the data after choosing its size "
-                             "(refit=True); it cannot grow further: set warm_start=False to fit afresh (or refit=False)")
+                             "(refit=True); it cannot grow further: set warm_start=False to fit afresh "
+                             "(or refit=False)")
         old = self.state_.config
         new = self._config(n_samples, targets)
         changed = sorted(k for k, v in new.to_dict().items() if v != old.to_dict()[k] and k != "max_units")

@@ -84,6 +84,7 @@ def _lower_bounds(extras=()):
     return out
 
 
+@pytest.mark.timeout(1800)  # pip installs plus four test modules in the old venv: over the default 300 s
 def test_declared_lower_bounds_hold(tmp_path):
     """The oldest release series the package declares it accepts, installed together, pass the
     core tests. torch is the exception: only the local 2.13.0 build installs without gigabytes of

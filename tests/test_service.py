@@ -76,12 +76,14 @@ def test_other_hosts_and_origins_are_refused(server):
     # no CORS headers: another origin's script cannot read answers
     import urllib.request
 
-    req = urllib.request.Request(f"{server.base}/api/runs", method="OPTIONS",
-                                 headers={"Origin": "http://evil.example", "X-Cascor-Token": TOKEN})
-    try:
-        urllib.request.urlopen(req)
-    except urllib.error.HTTPError as e:
-        assert "access-control-allow-origin" not in {k.lower() for k in e.headers}
+    for method, path in (("OPTIONS", "/api/runs"), ("GET", "/api/runs")):
+        req = urllib.request.Request(f"{server.base}{path}", method=method,
+                                     headers={"Origin": "http://evil.example", "X-Cascor-Token": TOKEN})
+        try:
+            headers = urllib.request.urlopen(req).headers
+        except urllib.error.HTTPError as e:
+            headers = e.headers
+        assert "access-control-allow-origin" not in {k.lower() for k in headers}
 
 
 def test_no_name_leaves_the_runs_directory(server, finished_iris, tmp_path):

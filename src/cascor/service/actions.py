@@ -46,9 +46,10 @@ def config_sets(config: dict) -> list[str]:
     return out
 
 
-def save_upload(store: RunStore, data: bytes, filename: str) -> dict:
-    """Keep an uploaded CSV/NPZ for a new run after parsing it like ``--data`` (a file that does
-    not load is refused now, with the loader's message)."""
+def _load_upload(store: RunStore, data: bytes, filename: str, target=None, keep: bool = False):
+    """(stored name or None, Dataset) of an uploaded CSV/NPZ, parsed like ``--data``; refused with
+    the loader's message (naming the upload, not the temporary path). Kept in the uploads folder
+    for a later run when ``keep``, else removed."""
     from ..datasets import load_file
 
     kind = "npz" if filename.lower().endswith(".npz") or data[:4] == b"PK\x03\x04" else "csv"
@@ -59,10 +60,20 @@ def save_upload(store: RunStore, data: bytes, filename: str) -> dict:
     with open(path, "wb") as f:
         f.write(data)
     try:
-        ds = load_file(path)
+        ds = load_file(path, target=target)
     except CascorError as exc:
         os.unlink(path)
         raise ServiceError(f"upload {filename!r}: {exc}".replace(path, filename)) from None
+    if not keep:
+        os.unlink(path)
+        return None, ds
+    return name, ds
+
+
+def save_upload(store: RunStore, data: bytes, filename: str) -> dict:
+    """Keep an uploaded CSV/NPZ for a new run after parsing it like ``--data`` (a file that does
+    not load is refused now, with the loader's message)."""
+    name, ds = _load_upload(store, data, filename, keep=True)
     return {"upload": name, "rows": int(len(ds.X)), "features": int(ds.X.shape[1]), "task": ds.task}
 
 
@@ -202,27 +213,11 @@ def boundary(store: RunStore, run_id: str, size: int = 64) -> dict:
                        "label": np.asarray(labels)[::step].astype(int).tolist()}}
 
 
-def _uploaded_dataset(store: RunStore, data: bytes, filename: str, target):
-    from ..datasets import load_file
-
-    folder = os.path.join(store.root, UPLOADS)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{secrets.token_hex(8)}{'.npz' if filename.endswith('.npz') else '.csv'}")
-    with open(path, "wb") as f:
-        f.write(data)
-    try:
-        return load_file(path, target=target)
-    except CascorError as exc:
-        raise ServiceError(f"upload {filename!r}: {exc}".replace(path, filename)) from None
-    finally:
-        os.unlink(path)
-
-
 def evaluate(store: RunStore, run_id: str, data: bytes, filename: str, target=None) -> dict:
     """Scores of the run's network (the best on held-out data) on uploaded data."""
     loaded, path, workflow = _network_and_data(store, run_id)
     state = loaded.state
-    ds = _uploaded_dataset(store, data, filename, target)
+    _, ds = _load_upload(store, data, filename, target)
     if ds.X.shape[1] != state.network.n_inputs:
         raise ServiceError(f"the network has {state.network.n_inputs} inputs but the upload has {ds.X.shape[1]} "
                            "features")

@@ -171,6 +171,18 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
     def blocking(fn, *args):
         return asyncio.to_thread(fn, *args)
 
+    async def new_run(hint: str, prepare, status: str = "paused") -> str:
+        """A new run directory, filled by ``prepare(run_id)`` (in a thread; it returns the record's
+        spec and parent) and recorded; removed again if anything fails on the way."""
+        run_id = store.new_id(hint)
+        try:
+            prepared = await blocking(prepare, run_id)
+            store.write(run_id, {**prepared, "status": status, "created": time.time(), "error": None})
+        except BaseException:
+            shutil.rmtree(store.path(run_id), ignore_errors=True)
+            raise
+        return run_id
+
     # -- page --------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def page(request: Request):
@@ -223,15 +235,14 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
         settings = spec.model_dump(exclude={"config", "name", "start", "upload"})
         settings["sets"] = actions.config_sets(spec.config)
         await blocking(actions.check_spec, settings)
-        run_id = store.new_id(spec.name or spec.dataset or "upload")
-        try:
+
+        def prepare(run_id):
             if spec.upload is not None:
-                settings["data"] = await blocking(actions.take_upload, store, spec.upload, run_id)
-            store.write(run_id, {"spec": settings, "status": "paused" if not spec.start else "queued",
-                                 "created": time.time(), "parent": None, "error": None})
-        except BaseException:
-            shutil.rmtree(store.path(run_id), ignore_errors=True)
-            raise
+                settings["data"] = actions.take_upload(store, spec.upload, run_id)
+            return {"spec": settings, "parent": None}
+
+        run_id = await new_run(spec.name or spec.dataset or "upload", prepare,
+                               "paused" if not spec.start else "queued")
         if spec.start:
             await sup.submit(run_id)
         return listing(run_id)
@@ -309,13 +320,8 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
         store.path(run_id)
         changes = {k: v for k, v in request.model_dump().items() if k not in ("snapshot", "start")}
         changes = {k: v for k, v in changes.items() if v is not None}
-        new_id = store.new_id(f"branch-{run_id}")
-        try:
-            prepared = await blocking(actions.prepare_branch, store, run_id, request.snapshot, new_id, changes)
-            store.write(new_id, {**prepared, "status": "paused", "created": time.time(), "error": None})
-        except BaseException:
-            shutil.rmtree(store.path(new_id), ignore_errors=True)
-            raise
+        new_id = await new_run(f"branch-{run_id}", lambda rid: actions.prepare_branch(
+            store, run_id, request.snapshot, rid, changes))
         if request.start:
             await sup.submit(new_id)
         return listing(new_id)
@@ -324,14 +330,7 @@ def create_app(runs: str, *, token: str | None, hosts: set[str] | None = None, m
     async def import_snapshot(request: Request):
         """A snapshot file (the body) becomes a paused run, if the safe reader accepts it."""
         data = await body(request)
-        new_id = store.new_id("imported")
-        try:
-            prepared = await blocking(actions.import_snapshot, store, data, new_id)
-            store.write(new_id, {**prepared, "status": "paused", "created": time.time(), "error": None})
-        except BaseException:
-            shutil.rmtree(store.path(new_id), ignore_errors=True)
-            raise
-        return listing(new_id)
+        return listing(await new_run("imported", lambda rid: actions.import_snapshot(store, data, rid)))
 
     @app.get("/api/runs/{run_id}/boundary")
     async def boundary(run_id: str, size: int = Query(64, ge=8, le=200)):

@@ -79,8 +79,9 @@ def estimators(kind: str, seed: int, variants: list[str]):
                "HistGB": HistGradientBoostingClassifier(random_state=seed),
                "SVC": make_pipeline(StandardScaler(), SVC(probability=True, random_state=seed))}
     for name, params in (v.split("=", 1) for v in variants):
-        # --variant 'name=key:value,key:value' adds a cascor with those parameters
-        kw = {k: json.loads(v) for k, v in (p.split(":", 1) for p in params.split(","))}
+        # --variant 'name=key:value,key:value' adds a cascor with those parameters (';' between
+        # them instead when a value is a JSON list: 'name=key:["a","b"];key:1')
+        kw = {k: json.loads(v) for k, v in (p.split(":", 1) for p in params.split(";" if ";" in params else ","))}
         cls = CascorRegressor if kind == "reg" else CascorClassifier
         out[name] = make_pipeline(StandardScaler(), cls(random_state=seed, **kw))
     if CASCOR_ONLY:

@@ -77,3 +77,53 @@ def test_resume_warns_when_the_versions_differ(tmp_path):
                            "--stop-after", "310"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "was written with other versions (" in proc.stderr and "torch 2.2.0 -> " in proc.stderr
+
+
+def test_a_1_2_file_migrates_with_refit_off_and_may_not_carry_the_1_3_key(tmp_path):
+    import shutil
+    import sys
+
+    import h5py
+
+    from cascor.errors import CorruptSnapshotError
+
+    st = snapshot.load(os.path.join(FIXTURES, "v1.2", "validation-stopped.h5")).state
+    assert st.config.refit is False and st.validation is not None  # 1.2 runs never refit
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hostile import _edit_json, reseal
+
+    path = str(tmp_path / "forged.h5")
+    shutil.copy(os.path.join(FIXTURES, "v1.2", "validation-stopped.h5"), path)
+    with h5py.File(path, "r+", locking=False) as f:
+        _edit_json(f, "config", lambda c: c.__setitem__("refit", True))
+    reseal(path)
+    with pytest.raises(CorruptSnapshotError, match=r"config\.refit: expected no such key in format 1\.2"):
+        snapshot.load(path)
+
+
+def test_cli_resume_of_a_finished_run_with_its_refit_pending_refits_it(tmp_path):
+    """v1.3/refit-pending.h5 chose its size on held-out rows and stopped before the refit: the
+    CLI's resume does the refit, exactly as the library would have right after training."""
+    import subprocess
+    import sys
+
+    import torch
+
+    path = os.path.join(FIXTURES, "v1.3", "refit-pending.h5")
+    pending = snapshot.load(path)
+    st = pending.state
+    assert st.done and st.config.refit and st.validation is not None
+    X, Y, _ = targets_for(load_source(pending.data_source), st.config)
+    direct = trainer.refit(st, X, Y)
+    trainer.run(direct)
+    out = tmp_path / "cont"
+    proc = subprocess.run([sys.executable, "-m", "cascor", "resume", path, "--out", str(out), "--json", "-q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["refitted"] and summary["chosen_status"] == st.status
+    assert summary["best_hidden_units"] == st.network.n_hidden
+    cont = snapshot.load(summary["snapshot"]).state
+    assert cont.validation is None and cont.n_patterns == len(X)
+    assert torch.equal(cont.network.output_weights, direct.state.network.output_weights)
+    assert cont.counters.epoch == direct.state.counters.epoch

@@ -284,3 +284,69 @@ def test_estimator_refit_keeps_the_chosen_size_and_units():
     assert not warm.refitted_ and warm.best_n_units_ == plain.best_n_units_
     with pytest.raises(ValueError, match="'refit' parameter"):
         CascorClassifier(refit="yes").fit(X, y)
+
+
+def _cli(*args, quiet=True):
+    """The CLI in this process (real files; a subprocess would add ~5 s of imports per call)."""
+    from click.testing import CliRunner
+
+    from cascor.cli import main
+
+    result = CliRunner().invoke(main, [*args, "--json"] + (["-q"] if quiet else []), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_cli_refits_by_default_reports_the_chosen_networks_held_out_score_and_resumes_identically(tmp_path):
+    common = ["--dataset", "two-spirals", "--validation-fraction", "0.25", "--seed", "2"]
+    kept = _cli("train", *common, "--no-refit", "--out", str(tmp_path / "kept"))
+    whole = _cli("train", *common, "--out", str(tmp_path / "whole"))
+    assert "refitted" not in kept and whole["refitted"]
+    # The same network was chosen; the refit run reports its held-out figure from before the refit.
+    assert whole["best_hidden_units"] == kept["best_hidden_units"] == whole["hidden_units"]
+    assert whole["validation_accuracy"] == kept["validation_accuracy"]
+    assert whole["chosen_status"] == kept["status"]
+    refit_state = snapshot.load(whole["snapshot"]).state
+    kept_state = snapshot.load(kept["snapshot"]).state
+    assert refit_state.validation is None and refit_state.config.refit
+    assert kept_state.validation is not None and not kept_state.config.refit
+    for a, b in zip(refit_state.network.units, kept_state.network.units):
+        assert torch.equal(a.weights, b.weights)
+    # Stopped during growth, and exactly where growth ends (the refit not begun): each resume
+    # refits and ends on the uninterrupted run's very network.
+    for stop in (40, kept["epochs"]):
+        out = tmp_path / f"stop{stop}"
+        part = _cli("train", *common, "--stop-after", str(stop), "--out", str(out))
+        assert not part["finished"] or part["epochs"] == stop
+        done = _cli("resume", part["snapshot"], "--out", str(out))
+        assert done["refitted"] and done["validation_accuracy"] == whole["validation_accuracy"]
+        st = snapshot.load(done["snapshot"]).state
+        assert torch.equal(st.network.output_weights, refit_state.network.output_weights)
+        assert st.counters.epoch == refit_state.counters.epoch
+    # evaluate labels the refit network's figures: all rows are training rows now
+    scores = _cli("evaluate", whole["snapshot"], quiet=False)
+    assert scores["refitted"] and scores["validation_accuracy"] == whole["validation_accuracy"]
+    assert scores["train_accuracy"] == pytest.approx(whole["train_accuracy"])
+    proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--dataset", "iris", "--refit", "--out",
+                           str(tmp_path / "none")], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: --refit needs held-out")
+
+
+def test_a_run_validated_on_separate_data_refits_on_both(moons):
+    X, Y, _ = moons
+    cfg = preset("default").replace(seed=1, n_iter_no_change=2, max_units=10, refit=True)
+    eng = trainer.start(cfg, X[:400], Y[:400], targets=CLF, validation=(X[400:], Y[400:]))
+    trainer.run(eng)
+    chosen = eng.state
+    assert trainer.refit_pending(chosen)
+    with pytest.raises(DataError, match="separate held-out data"):
+        trainer.refit(chosen, X[:400], Y[:400])
+    with pytest.raises(DataError, match="same data"):
+        trainer.refit(chosen, X[:400], Y[:400], validation=(X[400:-1], Y[400:-1]))
+    both = trainer.refit(chosen, X[:400], Y[:400], validation=(X[400:], Y[400:]))
+    trainer.run(both)
+    assert both.state.n_patterns == len(X) and both.state.validation is None and not trainer.refit_pending(both.state)
+    # deterministic: the same chosen state refits to the same weights
+    joined = trainer.refit(chosen, X[:400], Y[:400], validation=(X[400:], Y[400:]))
+    trainer.run(joined)
+    assert torch.equal(joined.state.network.output_weights, both.state.network.output_weights)

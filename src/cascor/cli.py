@@ -102,7 +102,7 @@ def _set_threads(threads: int) -> None:
 
 
 def _summary_lines(s: dict) -> list[str]:
-    state = "solved" if s["solved"] else ("stopped" if not s["finished"] else s["status"])
+    state = "solved" if s["solved"] else ("stopped" if not s["finished"] else s.get("chosen_status", s["status"]))
     lines = [
         f"{state}: {s['hidden_units']} hidden units, {s['epochs']} epochs "
         f"({s['output_epochs']} output + {s['candidate_epochs']} candidate), {s['train_seconds']:.3f} s",
@@ -110,13 +110,17 @@ def _summary_lines(s: dict) -> list[str]:
     if "best_hidden_units" in s:
         lines[0] = (f"{state} after growing {s['grown_units']} hidden units, {s['epochs']} epochs, "
                     f"{s['train_seconds']:.3f} s; the network is the best on held-out data: "
-                    f"{s['hidden_units']} units")
+                    f"{s['hidden_units']} units" + (", its output layer refit on all the data" if s.get("refitted")
+                                                    else ""))
     parts = []
     for part in ("train", "validation", "test"):
+        label = f"{part} (before the refit)" if part == "validation" and s.get("refitted") else part
         if f"{part}_accuracy" in s:
-            parts.append(f"{part} accuracy {s[f'{part}_accuracy']:.4f}")
+            parts.append(f"{label} accuracy {s[f'{part}_accuracy']:.4f}")
         if f"{part}_rmse" in s:
-            parts.append(f"{part} RMSE {s[f'{part}_rmse']:.4f}, R^2 {s[f'{part}_r2']:.4f}")
+            parts.append(f"{label} RMSE {s[f'{part}_rmse']:.4f}, R^2 {s[f'{part}_r2']:.4f}")
+        elif f"{part}_r2" in s:
+            parts.append(f"{label} R^2 {s[f'{part}_r2']:.4f}")
     if parts:
         lines.append("; ".join(parts))
     lines.append(f"snapshot: {s['snapshot']}")
@@ -217,6 +221,10 @@ def _validation_options(f):
                           "out 0.2); --no-early-stopping grows to the end and still ends on the best network."),
         click.option("--n-iter-no-change", type=click.IntRange(min=1), default=None,
                      help="Units without a held-out gain of tol before growth stops (default: 5)."),
+        click.option("--refit/--no-refit", "refit", default=None,
+                     help="Once the size is chosen on held-out data, train the chosen network's output layer once "
+                          "more on all the data, held-out rows included (default: on whenever data is held out; "
+                          "the summary's validation figures are the chosen network's, before the refit)."),
         click.option("--test", "test_file", type=click.Path(dir_okay=False), default=None,
                      help="Test data file, scored in the summary (never used for training or stopping)."),
     ]):
@@ -224,8 +232,8 @@ def _validation_options(f):
     return f
 
 
-def _validation_config(cfg, fraction, validation_file, early, patience):
-    """The config with the command line's held-out-data choices."""
+def _validation_config(cfg, fraction, validation_file, early, patience, refit=None, explicit=()):
+    """The config with the command line's held-out-data choices (``explicit``: the keys --set gave)."""
     from .config import DEFAULT_VALIDATION_FRACTION
     from .errors import ConfigError
 
@@ -240,6 +248,16 @@ def _validation_config(cfg, fraction, validation_file, early, patience):
         changes["n_iter_no_change"] = 0
     if patience is not None:
         changes["n_iter_no_change"] = patience
+    held = changes.get("validation_fraction", cfg.validation_fraction) > 0 or validation_file is not None
+    if refit and not held:
+        raise ConfigError("--refit needs held-out data to choose the size on: give --validation-fraction, "
+                          "--validation FILE or --early-stopping")
+    if refit is not None:
+        changes["refit"] = refit
+    elif "refit" not in explicit:
+        # The estimators' default (measured: never worse, small gains wherever data is held out;
+        # docs/results.md): the chosen network learns from the held-out rows too before it is kept.
+        changes["refit"] = held
     return cfg.replace(**changes)
 
 
@@ -271,7 +289,7 @@ def _extra_data(path, target, ds, what):
 @_train_options
 @_tracking_options
 def train(dataset, data, target, preset, sets, seed, out, resume_flag, validation_fraction, validation_file,
-          early_stopping, n_iter_no_change, test_file, stop_after, checkpoint_every, keep_last,
+          early_stopping, n_iter_no_change, refit, test_file, stop_after, checkpoint_every, keep_last,
           as_json, quiet, backend, workers, threads, scheduler, tracking):
     """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
     from . import config as cfgmod
@@ -304,7 +322,8 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
             cfg = cfg.replace(seed=seed)
         explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
         cfg = workflow.adapt_config(cfg, ds, explicit)
-        cfg = _validation_config(cfg, validation_fraction, validation_file, early_stopping, n_iter_no_change)
+        cfg = _validation_config(cfg, validation_fraction, validation_file, early_stopping, n_iter_no_change,
+                                 refit, explicit)
         val_ds = _extra_data(validation_file, target, ds, "validation")
         test_ds = _extra_data(test_file, target, ds, "test")
         X, Y, info = workflow.targets_for(ds, cfg)
@@ -314,7 +333,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
         chosen = workflow.backend_from({"name": "local"}, parallel)
         engine = start(cfg, X, Y, backend=chosen, targets=info, validation=held)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock,
-             extra=(val_ds, test_ds), loggers=loggers)
+             extra=(val_ds, test_ds), loggers=loggers, refit_data=(X, Y, held))
 
 
 def _note(message: str) -> None:
@@ -328,11 +347,13 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
 
     progress = _progress(quiet)
     status = "FAILED"
+    final = engine  # a refit continues in a new engine (trainer.refit)
     try:
         outcome = workflow.run_directory(engine, out, data_source=source, stop_after=stop_after,
                                          checkpoint_every=checkpoint_every, keep_last=keep_last,
                                          callbacks=((progress,) if progress else ()) + tuple(loggers),
                                          backend=engine.backend.settings(), **kw)
+        final = outcome.engine
         status = "FINISHED" if outcome.finished else "KILLED"
         for logger in loggers:
             if hasattr(logger, "log_artifact"):
@@ -342,8 +363,8 @@ def _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_js
         if progress and progress.bar is not None:
             progress.bar.close()
         for logger in loggers:
-            logger.finish(engine.state, status)
-    summary = workflow.summarize(engine, ds, outcome.train_seconds, outcome.snapshot, *extra)
+            logger.finish(final.state, status)
+    summary = workflow.summarize(final, ds, outcome.train_seconds, outcome.snapshot, *extra, chosen=outcome.chosen)
     _emit(summary, as_json, [] if as_json and quiet else _summary_lines(summary))
 
 
@@ -393,7 +414,7 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
              extra=(val_ds, _extra_data(test_file, target, ds, "test")),
              protect={os.path.realpath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest,
-             new_run=False, lock=lock, loggers=loggers)
+             new_run=False, lock=lock, loggers=loggers, refit_data=(X, Y, held))
     finally:
         if own_lock:
             lock.release()
@@ -454,6 +475,11 @@ def evaluate(snapshot, dataset, data, target, as_json):
         if held is not None:
             result.update({f"validation_{k}": v for k, v in
                            workflow.score(st.network, st.targets, ds.X[held], y[held]).items()})
+        else:
+            # A refit network trained on its held-out rows too: its held-out figure is the one
+            # recorded when its size was chosen (before the refit), marked by refitted: true.
+            record = workflow.refit_record(st)
+            result.update({k: v for k, v in record.items() if k.startswith(("validation_", "refit"))})
     if ds.X_test is not None:
         result.update({f"test_{k}": v for k, v in workflow.score(st.network, st.targets, ds.X_test, ds.y_test).items()})
     lines = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()]

@@ -79,6 +79,10 @@ class CascorConfig:
     validation_fraction: float = 0.0
     n_iter_no_change: int = 5
     tol: float = 1e-4
+    # Format 1.3: once the size is chosen on held-out data, train the chosen network's output
+    # layer once more on all the data, held-out rows included (trainer.refit; the workflow runs
+    # it when the run finishes, so a run stopped before then still refits when it is resumed).
+    refit: bool = False
     # Root of every random stream the run draws from.
     seed: int = 0
 
@@ -167,6 +171,11 @@ class CascorConfig:
 def _parse(key: str, type_name: Any, raw: str) -> Any:
     type_name = str(type_name)
     try:
+        if type_name == "bool":
+            value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
+            if value is None:
+                raise ValueError(raw)
+            return value
         if type_name == "int":
             return int(raw)
         if type_name == "float":
@@ -213,6 +222,8 @@ def _validate(cfg: CascorConfig) -> None:
     number("weight_multiplier")
     number("validation_fraction", nonneg=True, upper=0.9)
     number("tol", nonneg=True)
+    if not isinstance(cfg.refit, bool):
+        _fail("refit", "true or false", cfg.refit)
     for name in ("output_patience", "input_patience", "max_units", "n_iter_no_change"):
         number(name, nonneg=True, integer=True, upper=1_000_000)
     for name in ("output_epochs", "input_epochs", "pool_size", "candidate_block"):
@@ -344,6 +355,8 @@ FIELD_HELP: dict[str, str] = {
     "validation_fraction": "share of the training data held out to choose the network's size (0: none)",
     "n_iter_no_change": "stop growing after this many units without a validation gain of tol (0: never)",
     "tol": "validation score gain (accuracy or R^2) that counts as an improvement",
+    "refit": "after choosing the size on held-out rows, train the chosen network's output layer once more on "
+             "all rows (held-out ones included)",
     "seed": "root seed of every random stream of the run",
 }
 

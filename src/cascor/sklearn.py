@@ -64,7 +64,8 @@ def _resolve_seed(random_state) -> int:
 
 # Every config field but the seed (``random_state``) is a constructor parameter; None takes the
 # preset's value. Written out (not generated) so help() and get_params() show them plainly.
-CONFIG_PARAMS = tuple(f.name for f in fields(CascorConfig) if f.name != "seed")
+# (``refit`` is the estimators' own parameter, with 'auto'; the config records what it decided.)
+CONFIG_PARAMS = tuple(f.name for f in fields(CascorConfig) if f.name not in ("seed", "refit"))
 
 # early_stopping="auto" holds out data when a fit has at least this many samples. Measured with
 # benchmarks/generalisation.py (docs/results.md): a classifier that grows until its training set
@@ -199,20 +200,25 @@ class _CascorBase(BaseEstimator):
                 changes.setdefault("error_index_threshold", 0.01)
         else:
             changes["validation_fraction"] = 0.0
+        # Recorded in the run's config (so a snapshot of the fit refits when resumed elsewhere).
+        changes["refit"] = self._do_refit() and changes["validation_fraction"] > 0
         return cfg.replace(seed=self.seed_, **changes)
 
-    def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
-        import torch
-
-        from .trainer import refit, resume, run, start
-
+    def _do_refit(self) -> bool:
         if self.refit not in ("auto", True, False):
             raise ValueError(f"the 'refit' parameter must be 'auto', True or False; got {self.refit!r} instead")
         # 'auto': refit unless the fit is to be continued (a refit run cannot grow further).
         # Measured (benchmarks/generalisation.py --variant, docs/results.md): never worse on the
         # ten datasets, small gains wherever data is held out (digits .963 -> .966, log-loss
         # .126 -> .116; breast_cancer log-loss .095 -> .086; diabetes R^2 .474 -> .481).
-        do_refit = (not self.warm_start) if self.refit == "auto" else self.refit
+        return (not self.warm_start) if self.refit == "auto" else bool(self.refit)
+
+    def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
+        import torch
+
+        from .trainer import refit, resume, run, start
+
+        do_refit = self._do_refit()
         if self.max_time is not None and not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
             raise ValueError(f"the 'max_time' parameter must be None or a positive number of seconds; got "
                              f"{self.max_time!r} instead")

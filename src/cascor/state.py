@@ -110,6 +110,20 @@ class TrainState:
     def done(self) -> bool:
         return self.phase.name == "done"
 
+    @property
+    def refitted(self) -> bool:
+        """A refit run (``trainer.refit``): it chose its size on held-out rows, which it then
+        trained on (so it holds no held-out part; its score table keeps the choice)."""
+        return (self.config.refit and self.validation is None
+                and any(x == x for x in self.history.scores["val_score"]))  # (x == x: not NaN)
+
+    @property
+    def best_n_units(self) -> int | None:
+        """The size chosen on held-out data so far (None: no held-out data, or none scored yet)."""
+        if self.validation is not None:
+            return self.validation.best_n_units if self.validation.best_n_units >= 0 else None
+        return self.network.n_hidden if self.refitted else None
+
     def best_network(self) -> CascadeNetwork:
         """The network to use now: the best one seen on held-out data (a prefix of the current
         one with the output weights it had then), or the current one when there is no validation

@@ -102,6 +102,11 @@ def extend(state: TrainState, max_units: int) -> TrainState:
     """
     if max_units < state.config.max_units:
         raise StateError(f"max_units can only grow on a continued run ({state.config.max_units} -> {max_units})")
+    if state.refitted:
+        raise StateError(f"the run chose {state.network.n_hidden} units on held-out data and then refit its output "
+                         "layer on all its data; it cannot grow further: continue from a snapshot taken during its "
+                         "growth, or train afresh with the larger max_units (or without the refit: --no-refit, "
+                         "refit=False)")
     grown = max(state.history.scores["hidden_units"], default=state.network.n_hidden)
     if state.status == "max_units" and state.network.n_hidden < grown:
         raise StateError(f"the run ended on its best network ({state.network.n_hidden} units, after growing to "
@@ -115,7 +120,13 @@ def extend(state: TrainState, max_units: int) -> TrainState:
     return new
 
 
-def refit(state: TrainState, X, Y, backend=None, *, sample_weight=None) -> Engine:
+def refit_pending(state: TrainState) -> bool:
+    """True for a finished run that asked to be refit (``config.refit``) and has not been: it
+    still holds its held-out part (a refit run has none)."""
+    return state.done and state.config.refit and state.validation is not None
+
+
+def refit(state: TrainState, X, Y, backend=None, *, sample_weight=None, validation=None) -> Engine:
     """The network a finished run chose on held-out data, its output layer trained once more on
     *all* of (X, Y) -- the held-out rows included -- before it is used (scikit-learn's "refit
     on the whole training set after choosing"). The units stay as they are (they were trained
@@ -124,7 +135,9 @@ def refit(state: TrainState, X, Y, backend=None, *, sample_weight=None) -> Engin
     The result is an ordinary run: the same run id and history, continuing its epoch count with
     one output phase, then done at its unit limit (``max_units`` = the chosen size). Its state has
     no held-out part any more, so a snapshot of it resumes (bit-exactly) on (X, Y) whole. (X, Y)
-    are the data given to :func:`start`. Refused for a run without held-out data or not finished.
+    are the data given to :func:`start`; a run that validated on separate data is refit on (X, Y)
+    and ``validation`` (its held-out (X, Y[, sample_weight]), as given to :func:`start`) together.
+    Refused for a run without held-out data or not finished.
     """
     if state.validation is None:
         raise StateError("refit needs a run that chose its size on held-out data (validation_fraction > 0)")
@@ -134,6 +147,19 @@ def refit(state: TrainState, X, Y, backend=None, *, sample_weight=None) -> Engin
     v = state.validation
     if v.index is not None and X.shape[0] != v.n_total:
         raise DataError(f"the run was started on {v.n_total} patterns; got {X.shape[0]}: refit on the same data")
+    if v.index is None:
+        if validation is None:
+            raise DataError("this run validated on separate held-out data: refit needs it (validation=(X, Y))")
+        Xv, Yv = as_training_tensors(validation[0], validation[1])
+        if Xv.shape[0] != v.n_patterns:
+            raise DataError(f"the run validated on {v.n_patterns} patterns; got {Xv.shape[0]}: "
+                            "refit with the same data")
+        if (sample_weight is None) != (len(validation) < 3 or validation[2] is None):
+            raise DataError("give sample weights for both the training and the held-out data, or for neither")
+        if sample_weight is not None:
+            sample_weight = torch.cat([torch.as_tensor(sample_weight, dtype=torch.float32).reshape(-1),
+                                       torch.as_tensor(validation[2], dtype=torch.float32).reshape(-1)])
+        X, Y = torch.cat([X, Xv]), torch.cat([Y, Yv])
     w = as_sample_weights(sample_weight, X.shape[0])
     n = state.network.n_hidden
     tree = state.state_dict()

@@ -6,6 +6,7 @@ snapshot) and, once training is finished, ``final.h5``.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -179,6 +180,7 @@ class RunOutcome:
     snapshot: str
     finished: bool
     train_seconds: float
+    chosen: object = None  # the state that chose the size on held-out data, when this run refit it
 
 
 def open_run_directory(out: str, echo=None):
@@ -195,14 +197,17 @@ def open_run_directory(out: str, echo=None):
 
 def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None, checkpoint_every: int,
                   keep_last: int, callbacks=(), protect=(), counter: int = 0, parent_digest: str = "",
-                  backend: dict | None = None, new_run: bool = True, lock=None) -> RunOutcome:
+                  backend: dict | None = None, new_run: bool = True, lock=None, refit_data=None) -> RunOutcome:
     """Run to the end (or to ``stop_after``), checkpointing into ``out``; always leaves a snapshot.
 
     ``out`` must be free (``new_run``) or hold this run already; it is locked for the run
-    (pass ``lock`` if the caller took it already, e.g. to choose the resume point)."""
+    (pass ``lock`` if the caller took it already, e.g. to choose the resume point).
+    ``refit_data``: (X, Y, held-out data or None) as given to the run, for a run with
+    ``config.refit``: once it finishes, its chosen network is refit on all of it (trainer.refit)
+    in the same directory, so a run stopped before or during the refit refits when resumed."""
     from .snapshot.manager import CheckpointManager, Retention
     from .snapshot.rundir import claim
-    from .trainer import run
+    from .trainer import refit, refit_pending, run
 
     own_lock = lock is None
     lock = lock or open_run_directory(out)
@@ -217,7 +222,15 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
         with StopRequest() as stop:
             try:
                 t0 = time.perf_counter()
-                run(engine, stop_at_epoch=stop_after, callbacks=(*callbacks, manager, stop))
+                every = (*callbacks, manager, stop)
+                report = run(engine, stop_at_epoch=stop_after, callbacks=every)
+                chosen = None
+                asked_to_stop = report.stopped_early or stop.requested
+                if refit_data is not None and refit_pending(engine.state) and not asked_to_stop:
+                    chosen = engine.state
+                    X, Y, held = refit_data
+                    engine = refit(chosen, X, Y, engine.backend, validation=held)
+                    run(engine, stop_at_epoch=stop_after, callbacks=every)
                 seconds = time.perf_counter() - t0 - manager.seconds
                 state = engine.state
                 # The last snapshot is written synchronously, after every pending background write.
@@ -229,7 +242,7 @@ def run_directory(engine, out: str, *, data_source: dict, stop_after: int | None
     finally:
         if own_lock:
             lock.release()
-    return RunOutcome(engine, path, state.done, seconds)
+    return RunOutcome(engine, path, state.done, seconds, chosen)
 
 
 def held_out_rows(state, n: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -242,10 +255,27 @@ def held_out_rows(state, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     return training_rows(v.index, n), v.index
 
 
+def refit_record(state) -> dict:
+    """For a refit run (its held-out rows are training rows now, and not recorded as such): the
+    choice it made before, from its score table -- the size, how far it grew, and the best
+    held-out score (accuracy or R^2) -- with ``refitted: True``. Empty for any other run."""
+    if not state.refitted:
+        return {}
+    scores = state.history.scores
+    seen = [x for x in scores["val_score"] if not math.isnan(x)]
+    kind = "accuracy" if state.targets.get("task") == "classification" else "r2"
+    return {"refitted": True, "best_hidden_units": state.network.n_hidden,
+            "grown_units": max(scores["hidden_units"], default=0), f"validation_{kind}": float(max(seen))}
+
+
 def summarize(engine, ds: Dataset, train_seconds: float, snapshot: str, validation: Dataset | None = None,
-              test: Dataset | None = None) -> dict:
+              test: Dataset | None = None, chosen=None) -> dict:
     """The run's figures: counts, and scores on the training rows, the held-out rows (split off
-    or ``validation``), and the test data (``test``, else the dataset's own test split)."""
+    or ``validation``), and the test data (``test``, else the dataset's own test split).
+
+    A refit run (``config.refit``: its held-out rows became training rows) reports the held-out
+    figures of the network that was chosen, before the refit: from ``chosen`` (that state) when
+    the refit happened in this process, else from the score table recorded when it was chosen."""
     st = engine.state
     c = st.counters
     net = st.network
@@ -267,12 +297,19 @@ def summarize(engine, ds: Dataset, train_seconds: float, snapshot: str, validati
     }
     rows, held = held_out_rows(st, len(X))
     summary.update({f"train_{k}": v for k, v in score(net, st.targets, X[rows], np.asarray(ds.y)[rows]).items()})
-    v = st.validation
+    judged = chosen if chosen is not None else st
+    v = judged.validation
     if v is not None:
         summary["best_hidden_units"] = v.best_n_units
-        summary["grown_units"] = max(st.history.scores["hidden_units"], default=0)
+        summary["grown_units"] = max(judged.history.scores["hidden_units"], default=0)
+        held = held_out_rows(judged, len(X))[1]
         Xv, yv = (X[held], np.asarray(ds.y)[held]) if held is not None else (validation.X, validation.y)
-        summary.update({f"validation_{k}": val for k, val in score(net, st.targets, Xv, yv).items()})
+        summary.update({f"validation_{k}": val for k, val in score(judged.network, st.targets, Xv, yv).items()})
+    else:
+        summary.update(refit_record(st))
+    if chosen is not None:
+        summary["refitted"] = True  # "status" is the refit's own end (its unit limit, or solved)
+        summary["chosen_status"] = chosen.status  # why growth ended: early_stopped, solved, ...
     if test is not None:
         summary.update({f"test_{k}": val for k, val in score(net, st.targets, test.X, test.y).items()})
     elif ds.X_test is not None:

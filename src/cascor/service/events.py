@@ -42,9 +42,8 @@ def encode(message: dict) -> bytes:
 
 def _status(state) -> dict:
     c = state.counters
-    v = state.validation
     return {"status": state.status, "epoch": c.epoch, "phase": state.phase.name, "hidden_units": state.network.n_hidden,
-            "best_n_units": None if v is None else v.best_n_units}
+            "best_n_units": state.best_n_units}
 
 
 class EventLogger(HistoryLogger):

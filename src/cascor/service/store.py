@@ -178,5 +178,5 @@ class RunStore:
                 "status": state.status, "phase": state.phase.name, "epoch": state.counters.epoch,
                 "hidden_units": state.network.n_hidden,
                 "n_inputs": state.network.n_inputs, "n_outputs": state.network.n_outputs,
-                "best_n_units": None if state.validation is None else state.validation.best_n_units}
+                "best_n_units": state.best_n_units}
 

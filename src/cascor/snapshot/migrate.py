@@ -13,7 +13,10 @@ the per-phase-end score table ``history/score_*`` counted by ``meta.history_scor
 fields ``validation_fraction``, ``n_iter_no_change``, ``tol``, ``output_step``, ``output_loss``,
 ``output_l2``; the status ``early_stopped``. A 1.1
 file migrates as a run without held-out data, with an empty score table and every config field
-written out, the new ones at their defaults, which change nothing for a run without held-out data).
+written out, the new ones at their defaults, which change nothing for a run without held-out data);
+1.3 (the config field ``refit``: a run that chose its size on held-out data trains the chosen
+network's output layer on all its data once it finishes; a 1.2 file migrates with
+``refit: false``, which is what every 1.2 run did).
 """
 
 from __future__ import annotations
@@ -48,11 +51,19 @@ def _v1_1_to_v1_2(raw: RawSnapshot) -> RawSnapshot:
     return raw
 
 
+def _v1_2_to_v1_3(raw: RawSnapshot) -> RawSnapshot:
+    """1.3 adds the config field ``refit``; no 1.2 run refit (the estimators' refit happened
+    after training, in memory)."""
+    raw.config = dict(raw.config, refit=False)
+    return raw
+
+
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {
     (1, 0): ((1, 1), _v1_0_to_v1_1),
     (1, 1): ((1, 2), _v1_1_to_v1_2),
+    (1, 2): ((1, 3), _v1_2_to_v1_3),
 }
-RELEASED = ((1, 0), (1, 1), (1, 2))
+RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3))
 
 
 def migrate(raw: RawSnapshot) -> RawSnapshot:

@@ -229,7 +229,7 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
         meta, config, runtime = docs["meta"], docs["config"], docs["runtime/meta"]
         schema.check_meta(meta, path, version)
         schema.check_runtime(runtime, path)
-        _check_config(config, path)
+        _check_config(config, path, version)
         try:
             layout = fmt.expected_layout(meta, config, runtime)
         except (KeyError, TypeError, ValueError) as exc:
@@ -276,11 +276,19 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool = Tru
     return raw
 
 
-def _check_config(config: dict, path: str) -> None:
+# Config fields a version introduced: an older file carrying one was not written by cascor.
+CONFIG_SINCE = {"refit": (1, 3)}
+
+
+def _check_config(config: dict, path: str, version: tuple[int, int] = fmt.FORMAT_VERSION) -> None:
     """The config through the config's own validation (exact types and ranges, known keys)."""
     from ..config import CascorConfig
     from ..errors import ConfigError
 
+    for key, since in CONFIG_SINCE.items():
+        if version < since and key in config:
+            raise CorruptSnapshotError(f"{path}: config.{key}: expected no such key in format "
+                                       f"{version[0]}.{version[1]}; found it")
     try:
         CascorConfig.from_dict(config)
     except ConfigError as exc:

@@ -346,7 +346,9 @@ def test_a_run_validated_on_separate_data_refits_on_both(moons):
     both = trainer.refit(chosen, X[:400], Y[:400], validation=(X[400:], Y[400:]))
     trainer.run(both)
     assert both.state.n_patterns == len(X) and both.state.validation is None and not trainer.refit_pending(both.state)
-    # deterministic: the same chosen state refits to the same weights
-    joined = trainer.refit(chosen, X[:400], Y[:400], validation=(X[400:], Y[400:]))
-    trainer.run(joined)
-    assert torch.equal(joined.state.network.output_weights, both.state.network.output_weights)
+    assert both.state.refitted and both.state.best_n_units == chosen.network.n_hidden
+    assert not torch.equal(both.state.network.output_weights, chosen.network.output_weights)  # trained on
+    # the refit run resumes on the rows put together (its data digest covers all of them)
+    with pytest.raises(DataError):
+        trainer.resume(both.state, X[:400], Y[:400])
+    trainer.resume(both.state, X, Y)

@@ -137,3 +137,59 @@ def test_resume_on_different_data_is_refused(spirals, spirals_cfg):
     X, Y = spirals
     with pytest.raises(DataError, match="differs from the data"):
         trainer.resume(eng.state, X + 1.0, Y)
+
+
+def _first_candidate_phase(cfg, X, Y):
+    """The run at the start of its first candidate phase (the residual the candidates see)."""
+    eng = trainer.start(cfg, X, Y)
+    while eng.state.phase.name != "candidates":
+        eng.step()
+    return eng
+
+
+def _first_unit(cfg, X, Y):
+    eng = _first_candidate_phase(cfg, X, Y)
+    while eng.state.network.n_hidden == 0:
+        eng.step()
+    return eng.state.network.units[0].weights.clone()
+
+
+def test_input_l2_is_a_decay_scaled_by_the_residuals_rms(spirals):
+    """input_l2 adds input_l2 / RMS(residual) to the candidates' decay: the first unit equals the
+    one trained with that decay given directly (input_decay), and its weights are smaller than
+    with no penalty at all."""
+    import math
+
+    X, Y = spirals
+    base = preset("default").replace(seed=3)
+    E = _first_candidate_phase(base, X, Y).state.errors
+    rms = math.sqrt(float(torch.dot(E.view(-1), E.view(-1))) / (E.shape[0] * E.shape[1]))
+    lam = 0.05
+    with_l2 = _first_unit(base.replace(input_l2=lam), X, Y)
+    assert torch.equal(with_l2, _first_unit(base.replace(input_decay=lam / rms), X, Y))
+    free = _first_unit(base, X, Y)
+    assert float(with_l2.norm()) < 0.9 * float(free.norm())
+
+
+def test_input_l2_run_resumes_bit_identically(spirals):
+    from cascor.state import TrainState
+
+    cfg = preset("default").replace(seed=2, input_l2=0.03, max_units=6)
+    full = _train(cfg, *spirals).state
+    eng = trainer.start(cfg, *spirals)
+    while not (eng.state.network.n_hidden == 1 and eng.state.phase.name == "candidates"):
+        eng.step()
+    for _ in range(5):
+        eng.step()
+    assert eng.state.phase.name == "candidates"  # stopped inside its second candidate phase
+    rest = trainer.resume(TrainState.from_state_dict(eng.state.state_dict()), *spirals)
+    trainer.run(rest)
+    assert torch.equal(rest.state.network.output_weights, full.network.output_weights)
+    assert all(torch.equal(a.weights, b.weights) for a, b in zip(rest.state.network.units, full.network.units))
+
+
+def test_input_l2_is_refused_with_cascade2_candidates():
+    from cascor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="input_l2"):
+        preset("fann-cascade2").replace(input_l2=0.1)

@@ -101,6 +101,29 @@ def test_a_1_2_file_migrates_with_refit_off_and_may_not_carry_the_1_3_key(tmp_pa
         snapshot.load(path)
 
 
+def test_a_1_3_file_migrates_with_input_l2_off_and_may_not_carry_the_1_4_key(tmp_path):
+    import shutil
+    import sys
+
+    import h5py
+
+    from cascor.errors import CorruptSnapshotError
+
+    st = snapshot.load(os.path.join(FIXTURES, "v1.3", "covariance-candidates.h5")).state
+    assert st.config.input_l2 == 0.0  # 1.3 candidates decayed by input_decay alone
+    assert snapshot.load(os.path.join(FIXTURES, "v1.4", "input-l2-candidates.h5")).state.config.input_l2 == 0.03
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hostile import _edit_json, reseal
+
+    path = str(tmp_path / "forged.h5")
+    shutil.copy(os.path.join(FIXTURES, "v1.3", "covariance-candidates.h5"), path)
+    with h5py.File(path, "r+", locking=False) as f:
+        _edit_json(f, "config", lambda c: c.__setitem__("input_l2", 0.1))
+    reseal(path)
+    with pytest.raises(CorruptSnapshotError, match=r"config\.input_l2: expected no such key in format 1\.3"):
+        snapshot.load(path)
+
+
 def test_cli_resume_of_a_finished_run_with_its_refit_pending_refits_it(tmp_path):
     """v1.3/refit-pending.h5 chose its size on held-out rows and stopped before the refit: the
     CLI's resume does the refit, exactly as the library would have right after training."""

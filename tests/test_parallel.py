@@ -73,6 +73,21 @@ def test_processes_backend_identical_to_local(local_results):
     assert all(p.wait(timeout=10) == 0 for p in workers)  # closed, not killed
 
 
+def test_input_l2_identical_on_the_processes_backend():
+    """The candidates' residual-scaled decay reaches the workers: same network as in-process."""
+    cfg = COV.replace(input_l2=0.05)
+    local = _content(_train(cfg))
+    backend = make_backend("processes", workers=2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            eng = _train(cfg, backend)
+        assert backend.chunks["runner"] > 0
+    finally:
+        backend.close()
+    assert _content(eng) == local
+
+
 def test_processes_worker_killed_mid_round(local_results):
     backend = make_backend("processes", workers=2)
     killed = []

@@ -62,6 +62,12 @@ class CascorConfig:
     input_epsilon: float = 1.0
     input_mu: float = 2.0
     input_decay: float = 0.0
+    # Format 1.4: an L2 penalty on the candidates' input weights whose strength does not depend
+    # on the residual's scale: the covariance slope is normalised by the residual's summed
+    # squares, so it grows as the residual shrinks, and a fixed input_decay is strong on noisy
+    # data and weak on well-fit data. The decay applied is input_l2 / RMS(residual) (covariance
+    # candidates only).
+    input_l2: float = 0.0
     input_patience: int = 8
     input_change_threshold: float = 0.03
     input_epochs: int = 100
@@ -212,6 +218,7 @@ def _validate(cfg: CascorConfig) -> None:
         "output_decay",
         "output_l2",
         "input_decay",
+        "input_l2",
         "output_change_threshold",
         "input_change_threshold",
         "sigmoid_prime_offset",
@@ -222,6 +229,8 @@ def _validate(cfg: CascorConfig) -> None:
     number("weight_multiplier")
     number("validation_fraction", nonneg=True, upper=0.9)
     number("tol", nonneg=True)
+    if cfg.input_l2 and cfg.candidate_score != "covariance":
+        _fail("input_l2", "0 with candidate_score='cascade2' (it scales the covariance slope)", cfg.input_l2)
     if not isinstance(cfg.refit, bool):
         _fail("refit", "true or false", cfg.refit)
     for name in ("output_patience", "input_patience", "max_units", "n_iter_no_change"):
@@ -342,6 +351,8 @@ FIELD_HELP: dict[str, str] = {
     "input_epsilon": "candidate phase quickprop step size, divided by patterns and fan-in [InputEpsilon]",
     "input_mu": "candidate phase maximum growth factor [InputMu]",
     "input_decay": "candidate phase weight decay [InputDecay]",
+    "input_l2": "L2 on the candidates' input weights, relative to the residual's RMS (decay = input_l2 / RMS; "
+                "covariance candidates)",
     "input_patience": "candidate epochs without a significant score change before the phase ends [InputPatience]",
     "input_change_threshold": "relative score change that counts as significant [InputChangeThreshold]",
     "input_epochs": "most epochs of one candidate phase [InputEpochs]",

@@ -333,6 +333,7 @@ class Engine:
                 sse = float(torch.dot(E.view(-1), E.view(-1)))
                 Ec = (E - E.mean(dim=0)) / (sse if sse > 0 else 1.0)
                 self._cand_inputs = (Ec, Ec.t().contiguous())
+                self._cand_decay = self._scaled_decay(sse)
             elif st.config.candidate_score == "covariance":
                 # Weighted: sum_p V_p Ec_p is then the weighted covariance of V with the residual.
                 E, w = st.errors, self._wcol
@@ -340,11 +341,22 @@ class Engine:
                 mean = (E * w).sum(dim=0) / float(self._mass)
                 Ec = w * (E - mean) / (sse if sse > 0 else 1.0)
                 self._cand_inputs = (Ec, Ec.t().contiguous())
+                self._cand_decay = self._scaled_decay(sse)
             else:
                 R = -st.diffs
                 rr = float(torch.dot(R.view(-1), R.view(-1)))
                 self._cand_inputs = (R, R.t().contiguous(), rr if rr > 0 else 1.0)
+                self._cand_decay = st.config.input_decay
         return self._cand_inputs
+
+    def _scaled_decay(self, sse: float) -> float:
+        """The candidates' weight decay: input_decay, plus input_l2 over the residual's RMS (the
+        covariance slope scales as 1 / RMS, so the penalty keeps its weight against it)."""
+        cfg = self.state.config
+        if not cfg.input_l2:
+            return cfg.input_decay
+        rms = math.sqrt(sse / (self._mass * self.state.errors.shape[1]))
+        return cfg.input_decay + (cfg.input_l2 / rms if rms > 0 else 0.0)
 
     def _candidate_epoch(self, limit: int | None) -> str:
         st, cfg = self.state, self.state.config
@@ -366,7 +378,7 @@ class Engine:
         if measuring:
             pool.measure(Xv, inputs[0])
         elif covariance:
-            pool.train_covariance(Xv, inputs[0], inputs[1], eps, cfg.input_mu, cfg.input_decay)
+            pool.train_covariance(Xv, inputs[0], inputs[1], eps, cfg.input_mu, self._cand_decay)
         else:
             pool.train_cascade2(Xv, inputs[0], inputs[1], inputs[2], eps, cfg.input_epsilon / P, cfg.input_mu,
                                 cfg.input_decay)
@@ -437,7 +449,7 @@ class Engine:
         # start/max_epochs let a backend compute ahead: the phase's epochs from pass `start` on
         # are the same whatever the replay decides, up to the phase's epoch cap.
         params = {"epochs": epochs, "measure_first": measuring, "eps": eps, "eps_out": cfg.input_epsilon / st.n_patterns,
-                  "mu": cfg.input_mu, "decay": cfg.input_decay, "start": st.phase.passes,
+                  "mu": cfg.input_mu, "decay": self._cand_decay, "start": st.phase.passes,
                   "max_epochs": self._epochs_left(measuring)}
         keys = ("weights", "delta", "prev_slope", "prev_cor") + (
             ("out_weights", "out_delta", "out_prev_slope") if pool.cascade2 else ())

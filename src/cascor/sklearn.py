@@ -94,7 +94,7 @@ class _CascorBase(BaseEstimator):
                  output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
                  output_loss=None, candidate_score=None,
                  candidate_activations=None, candidate_steepnesses=None, candidate_block=None, input_epsilon=None,
-                 input_mu=None, input_decay=None, input_patience=None, input_change_threshold=None,
+                 input_mu=None, input_decay=None, input_l2=None, input_patience=None, input_change_threshold=None,
                  input_epochs=None, weight_range=None, weight_multiplier=None, sigmoid_prime_offset=None,
                  error_measure=None, score_threshold=None, error_index_threshold=None, overrides=None):
         self.preset = preset
@@ -131,6 +131,7 @@ class _CascorBase(BaseEstimator):
         self.input_epsilon = input_epsilon
         self.input_mu = input_mu
         self.input_decay = input_decay
+        self.input_l2 = input_l2
         self.input_patience = input_patience
         self.input_change_threshold = input_change_threshold
         self.input_epochs = input_epochs

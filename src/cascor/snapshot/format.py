@@ -17,7 +17,8 @@ import json
 import numpy as np
 
 FORMAT_NAME = "cascor-snapshot"
-FORMAT_VERSION = (1, 3)  # 1.1: library versions; 1.2: validation and per-unit scores; 1.3: config.refit (migrate.py)
+FORMAT_VERSION = (1, 4)  # 1.1: library versions; 1.2: validation, per-unit scores; 1.3: config.refit;
+# 1.4: config.input_l2 (migrate.py)
 USERBLOCK_SIZE = 512
 MAGIC = b"CASCOR-SNAPSHOT\n"
 

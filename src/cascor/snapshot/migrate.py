@@ -16,7 +16,9 @@ file migrates as a run without held-out data, with an empty score table and ever
 written out, the new ones at their defaults, which change nothing for a run without held-out data);
 1.3 (the config field ``refit``: a run that chose its size on held-out data trains the chosen
 network's output layer on all its data once it finishes; a 1.2 file migrates with
-``refit: false``, which is what every 1.2 run did).
+``refit: false``, which is what every 1.2 run did); 1.4 (the config field ``input_l2``: an L2
+penalty on the candidates' input weights relative to the residual's RMS; a 1.3 file migrates
+with ``input_l2: 0.0``, which adds nothing to the decay every 1.3 run used).
 """
 
 from __future__ import annotations
@@ -58,12 +60,20 @@ def _v1_2_to_v1_3(raw: RawSnapshot) -> RawSnapshot:
     return raw
 
 
+def _v1_3_to_v1_4(raw: RawSnapshot) -> RawSnapshot:
+    """1.4 adds the config field ``input_l2``; at 0 the candidates' decay is ``input_decay``
+    alone, as in every 1.3 run."""
+    raw.config = dict(raw.config, input_l2=0.0)
+    return raw
+
+
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {
     (1, 0): ((1, 1), _v1_0_to_v1_1),
     (1, 1): ((1, 2), _v1_1_to_v1_2),
     (1, 2): ((1, 3), _v1_2_to_v1_3),
+    (1, 3): ((1, 4), _v1_3_to_v1_4),
 }
-RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3))
+RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3), (1, 4))
 
 
 def migrate(raw: RawSnapshot) -> RawSnapshot:

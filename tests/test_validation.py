@@ -1,7 +1,6 @@
 """Held-out data: the split, early stopping, rollback to the best prefix, numerical safety."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -352,3 +351,41 @@ def test_a_run_validated_on_separate_data_refits_on_both(moons):
     with pytest.raises(DataError):
         trainer.resume(both.state, X[:400], Y[:400])
     trainer.resume(both.state, X, Y)
+
+
+def test_input_l2_auto_chooses_on_the_held_out_rows(moons):
+    """input_l2='auto' fits once per grid value on the same held-out split and keeps the best
+    held-out score: the result is exactly the fit with the chosen value; with a callback (the
+    chosen run is trained again, for the callback to see) it is the same; a warm start keeps it."""
+    from sklearn.datasets import make_classification
+
+    from cascor.sklearn import INPUT_L2_GRID, CascorClassifier
+
+    X, y = make_classification(600, n_features=8, n_informative=4, n_classes=3, random_state=1)
+    fixed = {lam: CascorClassifier(random_state=0, input_l2=lam, max_units=6).fit(X, y) for lam in INPUT_L2_GRID}
+    auto = CascorClassifier(random_state=0, input_l2="auto", max_units=6).fit(X, y)
+    scores = {lam: est.best_validation_score_ for lam, est in fixed.items()}
+    assert auto.input_l2_scores_ == scores
+    best = max(scores.values())
+    assert auto.input_l2_ == min(lam for lam in INPUT_L2_GRID if scores[lam] == best)
+    np.testing.assert_array_equal(auto.predict_proba(X), fixed[auto.input_l2_].predict_proba(X))
+    seen = []
+    watched = CascorClassifier(random_state=0, input_l2="auto", max_units=6).fit(
+        X, y, callbacks=[lambda engine, event: seen.append(event) and None])
+    assert seen and watched.input_l2_ == auto.input_l2_
+    np.testing.assert_array_equal(watched.predict_proba(X), auto.predict_proba(X))
+    grown = CascorClassifier(random_state=0, input_l2="auto", max_units=2, warm_start=True).fit(X, y)
+    chosen = grown.input_l2_
+    grown.set_params(max_units=4).fit(X, y)  # a continued run keeps the value it chose
+    assert grown.input_l2_ == chosen and grown.state_.config.max_units == 4
+
+
+def test_input_l2_auto_without_held_out_data_is_off(spirals):
+    from cascor.sklearn import CascorClassifier
+
+    X, Y = spirals
+    y = Y[:, 0] > 0
+    auto = CascorClassifier(random_state=0, input_l2="auto", max_units=4).fit(X, y)
+    off = CascorClassifier(random_state=0, max_units=4).fit(X, y)
+    assert auto.input_l2_ == 0.0 and auto.input_l2_scores_ is None
+    np.testing.assert_array_equal(auto.predict_proba(X), off.predict_proba(X))

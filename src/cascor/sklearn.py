@@ -79,6 +79,10 @@ AUTO_EARLY_STOPPING_SAMPLES = {"classifier": 300, "regressor": 100}
 # than one thread (two-spirals: 1.7-3.1 s vs 0.1 s); from this many sample x feature values on,
 # the caller's setting is kept.
 SINGLE_THREAD_BELOW = 2_000_000
+# input_l2='auto' on held-out data tries these (docs/results.md, "Candidate L2"): 0.1 suits
+# well-fit, high-dimensional data (digits, friedman1), 0.03 noisy data (make_classification), 0
+# what neither helps; no single value was right on every benchmark set.
+INPUT_L2_GRID = (0.0, 0.03, 0.1)
 
 
 class _CascorBase(BaseEstimator):
@@ -176,15 +180,18 @@ class _CascorBase(BaseEstimator):
             out.pop("output_loss", None)  # an output chosen for squared error keeps it
         return out
 
-    def _config(self, n_samples: int, targets: dict):
+    def _config(self, n_samples: int, targets: dict, input_l2: float | None = None):
         """The run's config: the preset, the estimators' defaults on the ``default`` preset, then
-        ``overrides``, then every parameter that is not None."""
+        ``overrides``, then every parameter that is not None. ``input_l2='auto'`` takes the value
+        given here (the one chosen on held-out data), else 0."""
         cfg = get_preset(self.preset)
         changes = {**self._estimator_defaults(), **(self.overrides or {})}
         for name in CONFIG_PARAMS:
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
+        if isinstance(changes.get("input_l2"), str) and changes["input_l2"] == "auto":
+            changes["input_l2"] = 0.0 if input_l2 is None else input_l2
         self._class_changes(changes, targets)
         if self._regression:
             changes.setdefault("output_activation", "linear")
@@ -214,6 +221,32 @@ class _CascorBase(BaseEstimator):
         # .126 -> .116; breast_cancer log-loss .095 -> .086; diabetes R^2 .474 -> .481).
         return (not self.warm_start) if self.refit == "auto" else bool(self.refit)
 
+    def _input_l2_grid(self, n_samples: int) -> tuple[float, ...]:
+        """The input_l2 values a fresh fit tries: with ``input_l2='auto'`` and held-out data,
+        :data:`INPUT_L2_GRID` (the held-out score chooses); otherwise none (the parameter, or the
+        preset's value)."""
+        if not (isinstance(self.input_l2, str) and self.input_l2 == "auto"):
+            return ()
+        return INPUT_L2_GRID if self._uses_validation(n_samples) else ()
+
+    def _choose_input_l2(self, grid, X, Y, targets, sample_weight, backend):
+        """(chosen value, its engine when it may be reused): a run per value on the same held-out
+        split (the same seed), scored by its best held-out score; ties go to the smaller value."""
+        from .trainer import run, start
+
+        scores, engines = {}, {}
+        for lam in grid:
+            eng = start(self._config(len(X), targets, input_l2=lam), X, Y, backend=backend, targets=targets,
+                        sample_weight=sample_weight)
+            run(eng, stop_at_epoch=self.max_epochs, max_seconds=self.max_time)
+            v = eng.state.validation
+            score = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
+            scores[lam], engines[lam] = score, eng
+        known = [lam for lam in grid if not np.isnan(scores[lam])]
+        chosen = max(known, key=lambda lam: (scores[lam], -lam)) if known else grid[0]
+        self.input_l2_scores_ = scores
+        return chosen, engines[chosen]
+
     def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
         import torch
 
@@ -236,8 +269,16 @@ class _CascorBase(BaseEstimator):
             else:
                 if not hasattr(self, "seed_") or not self.warm_start:
                     self.seed_ = _resolve_seed(self.random_state)
-                engine = start(self._config(len(X), targets), X, Y, backend=backend, targets=targets,
-                               sample_weight=sample_weight)
+                grid = self._input_l2_grid(len(X))
+                engine, lam = None, None
+                self.input_l2_scores_ = None
+                if grid:
+                    lam, engine = self._choose_input_l2(grid, X, Y, targets, sample_weight, backend)
+                if engine is None or callbacks or self.verbose or not engine.state.done:
+                    # (callbacks and progress see the chosen run from its start: it is run again,
+                    # identically, since a run is a function of its config, data and seed)
+                    engine = start(self._config(len(X), targets, input_l2=lam), X, Y, backend=backend,
+                                   targets=targets, sample_weight=sample_weight)
             extra = list(callbacks or ())
             progress = [_Progress(type(self).__name__)] if self.verbose else []
             status = "FAILED"
@@ -272,7 +313,7 @@ class _CascorBase(BaseEstimator):
                              "(refit=True); it cannot grow further: set warm_start=False to fit afresh "
                              "(or refit=False)")
         old = self.state_.config
-        new = self._config(n_samples, targets)
+        new = self._config(n_samples, targets, input_l2=old.input_l2)  # 'auto' keeps what it chose
         changed = sorted(k for k, v in new.to_dict().items() if v != old.to_dict()[k] and k != "max_units")
         if changed:
             k = changed[0]
@@ -305,6 +346,7 @@ class _CascorBase(BaseEstimator):
         self.validation_scores_ = list((chosen or state).history.scores["val_score"]) if v is not None else None
         self.best_validation_score_ = v.best_score if v is not None and v.best_n_units >= 0 else None
         self.best_n_units_ = v.best_n_units if v is not None and v.best_n_units >= 0 else self.network_.n_hidden
+        self.input_l2_ = state.config.input_l2
 
     def _outputs(self, X):
         import torch

@@ -361,7 +361,7 @@ def test_input_l2_auto_chooses_on_the_held_out_rows(moons):
 
     from cascor.sklearn import INPUT_L2_GRID, CascorClassifier
 
-    X, y = make_classification(600, n_features=8, n_informative=4, n_classes=3, random_state=1)
+    X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
     fixed = {lam: CascorClassifier(random_state=0, input_l2=lam, max_units=6).fit(X, y) for lam in INPUT_L2_GRID}
     auto = CascorClassifier(random_state=0, input_l2="auto", max_units=6).fit(X, y)
     scores = {lam: est.best_validation_score_ for lam, est in fixed.items()}
@@ -386,6 +386,38 @@ def test_input_l2_auto_without_held_out_data_is_off(spirals):
     X, Y = spirals
     y = Y[:, 0] > 0
     auto = CascorClassifier(random_state=0, input_l2="auto", max_units=4).fit(X, y)
-    off = CascorClassifier(random_state=0, max_units=4).fit(X, y)
+    off = CascorClassifier(random_state=0, input_l2=0.0, max_units=4).fit(X, y)
     assert auto.input_l2_ == 0.0 and auto.input_l2_scores_ is None
     np.testing.assert_array_equal(auto.predict_proba(X), off.predict_proba(X))
+
+
+def test_input_l2_auto_is_the_default_preset_estimators_default(monkeypatch):
+    """On the ``default`` preset the estimators choose input_l2 on the held-out rows unless told
+    otherwise (the same fit as input_l2='auto'); a paper preset keeps its own value and tries
+    nothing; with fewer than INPUT_L2_AUTO_MIN_HELD_OUT held-out rows or more than
+    INPUT_L2_AUTO_MAX_SAMPLES samples the choice is skipped (0)."""
+    from sklearn.datasets import make_classification, make_regression
+
+    import cascor.sklearn as sk
+
+    X, y = make_classification(1000, n_features=6, n_informative=4, random_state=3)
+    default = sk.CascorClassifier(random_state=0, max_units=3).fit(X, y)
+    auto = sk.CascorClassifier(random_state=0, max_units=3, input_l2="auto").fit(X, y)
+    assert default.get_params()["input_l2"] is None
+    assert set(default.input_l2_scores_) == set(sk.INPUT_L2_GRID)
+    assert default.input_l2_scores_ == auto.input_l2_scores_ and default.input_l2_ == auto.input_l2_
+    np.testing.assert_array_equal(default.predict_proba(X), auto.predict_proba(X))
+    fixed = sk.CascorClassifier(random_state=0, max_units=3, input_l2=0.03).fit(X, y)
+    assert fixed.input_l2_scores_ is None and fixed.input_l2_ == 0.03
+    paper = sk.CascorClassifier("cascor1c", random_state=0, max_units=3).fit(X, y)
+    assert paper.input_l2_scores_ is None and paper.input_l2_ == 0.0
+    Xr, yr = make_regression(1000, n_features=4, noise=5.0, random_state=0)
+    reg = sk.CascorRegressor(random_state=0, max_units=3).fit(Xr, yr)
+    assert set(reg.input_l2_scores_) == set(sk.INPUT_L2_GRID)
+    few = sk.CascorClassifier(random_state=0, max_units=3).fit(X[:995], y[:995])  # 199 held-out rows
+    assert few.validation_scores_ and few.input_l2_scores_ is None and few.input_l2_ == 0.0
+    monkeypatch.setattr(sk, "INPUT_L2_AUTO_MAX_SAMPLES", 999)
+    big = sk.CascorClassifier(random_state=0, max_units=3).fit(X, y)
+    off = sk.CascorClassifier(random_state=0, max_units=3, input_l2=0.0).fit(X, y)
+    assert big.input_l2_scores_ is None and big.input_l2_ == 0.0
+    np.testing.assert_array_equal(big.predict_proba(X), off.predict_proba(X))

@@ -120,6 +120,7 @@ def test_signal_finishes_epoch_saves_and_exits_cleanly(tmp_path, how, backend):
                              "--set", "input_epochs=1000", "--set", "output_epochs=1000", "--set", "input_patience=0",
                              "--set", "output_patience=0", "--set", "error_index_threshold=1e-6",
                              "--set", "candidate_block=4",  # several blocks: the workers get some
+                             "--no-early-stopping",  # (nothing held out: no held-out score ends it)
                              "--backend", backend, "--workers", "2", "--out", str(out), "--json", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 60

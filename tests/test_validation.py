@@ -421,3 +421,42 @@ def test_input_l2_auto_is_the_default_preset_estimators_default(monkeypatch):
     off = sk.CascorClassifier(random_state=0, max_units=3, input_l2=0.0).fit(X, y)
     assert big.input_l2_scores_ is None and big.input_l2_ == 0.0
     np.testing.assert_array_equal(big.predict_proba(X), off.predict_proba(X))
+
+
+def test_cli_default_preset_holds_out_data_as_the_estimators_do(tmp_path):
+    """`cascor train` on the default preset holds out 0.2 from 300 rows (classification) or 100
+    (regression), as early_stopping='auto' does, and refits; --no-early-stopping, a paper preset
+    or fewer rows hold nothing out (the paper's behaviour)."""
+    from sklearn.datasets import make_moons, make_regression
+
+    from cascor import snapshot
+
+    X, y = make_moons(300, noise=0.3, random_state=0)
+    big, small = tmp_path / "big.csv", tmp_path / "small.csv"
+    np.savetxt(big, np.column_stack([X, y]), delimiter=",")
+    np.savetxt(small, np.column_stack([X[:299], y[:299]]), delimiter=",")
+    Xr, yr = make_regression(100, n_features=3, noise=10.0, random_state=0)
+    reg = tmp_path / "reg.csv"
+    np.savetxt(reg, np.column_stack([Xr, yr]), delimiter=",")
+
+    def train(name, *args):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--out", str(out), "--seed", "1", "--json",
+                               "-q", "--set", "max_units=3", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), snapshot.load(str(out / "final.h5")).state
+
+    summary, state = train("auto", "--data", str(big))
+    assert summary["refitted"] and "validation_accuracy" in summary
+    assert state.refitted and summary["grown_units"] >= summary["hidden_units"]  # (a refit's config holds nothing out)
+    for name, args in (("off", ("--data", str(big), "--no-early-stopping")),
+                       ("paper", ("--data", str(big), "--preset", "cascor1c")),
+                       ("small", ("--data", str(small)))):
+        summary, state = train(name, *args)
+        assert "validation_accuracy" not in summary and not summary.get("refitted"), name
+        assert not state.refitted and state.validation is None and state.config.validation_fraction == 0.0, name
+    summary, state = train("reg", "--data", str(reg))
+    assert summary["refitted"] and "validation_r2" in summary
+    assert state.config.error_index_threshold == 0.01
+    summary, state = train("reg-set", "--data", str(reg), "--set", "error_index_threshold=0.1")
+    assert state.config.error_index_threshold == 0.1  # a value the user set stays

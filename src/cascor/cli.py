@@ -212,13 +212,15 @@ def _validation_options(f):
     for opt in reversed([
         click.option("--validation-fraction", type=click.FloatRange(0.0, 0.9, max_open=False), default=None,
                      help="Hold out this share of the training data (stratified) to choose the network's size; "
-                          "the run ends on the best network seen on it. Default: none (the paper's behaviour: "
-                          "grow until the training set is solved)."),
+                          "the run ends on the best network seen on it. Default: with the default preset, 0.2 "
+                          "from 300 rows (classification) or 100 (regression), as the estimators do; otherwise "
+                          "none (the paper's behaviour: grow until the training set is solved)."),
         click.option("--validation", "validation_file", type=click.Path(dir_okay=False), default=None,
                      help="Held-out data file (same columns as --data) instead of a split."),
         click.option("--early-stopping/--no-early-stopping", default=None,
                      help="Stop growing when the held-out score stops improving (--early-stopping alone holds "
-                          "out 0.2); --no-early-stopping grows to the end and still ends on the best network."),
+                          "out 0.2); --no-early-stopping holds nothing out unless asked (the paper's behaviour) "
+                          "and, with held-out data, grows to the end and still ends on the best network."),
         click.option("--n-iter-no-change", type=click.IntRange(min=1), default=None,
                      help="Units without a held-out gain of tol before growth stops (default: 5)."),
         click.option("--refit/--no-refit", "refit", default=None,
@@ -232,9 +234,15 @@ def _validation_options(f):
     return f
 
 
-def _validation_config(cfg, fraction, validation_file, early, patience, refit=None, explicit=()):
-    """The config with the command line's held-out-data choices (``explicit``: the keys --set gave)."""
-    from .config import DEFAULT_VALIDATION_FRACTION
+def _validation_config(cfg, fraction, validation_file, early, patience, refit=None, explicit=(), auto=None):
+    """The config with the command line's held-out-data choices (``explicit``: the keys --set gave).
+
+    ``auto`` (the data's (rows, task), given for the ``default`` preset): without any held-out
+    option, hold out a share as the estimators' ``early_stopping='auto'`` does
+    (config.AUTO_VALIDATION_SAMPLES), and let a regression grow past ErrorIndex 0.2 while the
+    held-out score decides (config.VALIDATED_ERROR_INDEX_THRESHOLD). The paper presets keep the
+    paper's behaviour: grow until the training set is solved."""
+    from .config import AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, VALIDATED_ERROR_INDEX_THRESHOLD
     from .errors import ConfigError
 
     if fraction is not None and validation_file is not None:
@@ -244,11 +252,16 @@ def _validation_config(cfg, fraction, validation_file, early, patience, refit=No
         changes["validation_fraction"] = fraction
     elif early and validation_file is None and cfg.validation_fraction == 0:
         changes["validation_fraction"] = DEFAULT_VALIDATION_FRACTION
+    elif (early is None and auto is not None and validation_file is None and cfg.validation_fraction == 0
+          and "validation_fraction" not in explicit and auto[0] >= AUTO_VALIDATION_SAMPLES[auto[1]]):
+        changes["validation_fraction"] = DEFAULT_VALIDATION_FRACTION
     if early is False:
         changes["n_iter_no_change"] = 0
     if patience is not None:
         changes["n_iter_no_change"] = patience
     held = changes.get("validation_fraction", cfg.validation_fraction) > 0 or validation_file is not None
+    if held and auto is not None and auto[1] == "regression" and "error_index_threshold" not in explicit:
+        changes["error_index_threshold"] = VALIDATED_ERROR_INDEX_THRESHOLD
     if refit and not held:
         raise ConfigError("--refit needs held-out data to choose the size on: give --validation-fraction, "
                           "--validation FILE or --early-stopping")
@@ -323,7 +336,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
         explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
         cfg = workflow.adapt_config(cfg, ds, explicit)
         cfg = _validation_config(cfg, validation_fraction, validation_file, early_stopping, n_iter_no_change,
-                                 refit, explicit)
+                                 refit, explicit, auto=(len(ds.X), ds.task) if preset == "default" else None)
         val_ds = _extra_data(validation_file, target, ds, "validation")
         test_ds = _extra_data(test_file, target, ds, "test")
         X, Y, info = workflow.targets_for(ds, cfg)

@@ -25,7 +25,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .activations import ACTIVATION_SPECS, CROSS_ENTROPY_OUTPUTS
-from .config import DEFAULT_VALIDATION_FRACTION, REGRESSION_OUTPUT_STEP, CascorConfig
+from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, REGRESSION_OUTPUT_STEP,
+                     VALIDATED_ERROR_INDEX_THRESHOLD, CascorConfig)
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError, StateError
@@ -72,14 +73,10 @@ def _resolve_seed(random_state) -> int:
 # (``refit`` is the estimators' own parameter, with 'auto'; the config records what it decided.)
 CONFIG_PARAMS = tuple(f.name for f in fields(CascorConfig) if f.name not in ("seed", "refit"))
 
-# early_stopping="auto" holds out data when a fit has at least this many samples. Measured with
-# benchmarks/generalisation.py (docs/results.md): a classifier that grows until its training set
-# is solved generalises as well as the validated one on small, clean sets (iris .987 vs .953,
-# wine .989 vs .977, two-spirals .704 vs .673 with 120-194 training rows) and far worse from a
-# few hundred noisy rows on (moons .854 vs .909, 3-class make_classification .783 vs .855); a
-# regressor never "solves" its data (it grows to ErrorIndex 0.2), so it overfits from the start
-# (diabetes, 353 rows: R^2 .06 vs .49).
-AUTO_EARLY_STOPPING_SAMPLES = {"classifier": 300, "regressor": 100}
+# early_stopping="auto" holds out data when a fit has at least this many samples
+# (config.AUTO_VALIDATION_SAMPLES, where the measurements are).
+AUTO_EARLY_STOPPING_SAMPLES = {"classifier": AUTO_VALIDATION_SAMPLES["classification"],
+                               "regressor": AUTO_VALIDATION_SAMPLES["regression"]}
 # Threads for a fit: torch's default (every core) makes small problems several times slower
 # than one thread (two-spirals: 1.7-3.1 s vs 0.1 s); from this many sample x feature values on,
 # the caller's setting is kept.
@@ -218,9 +215,7 @@ class _CascorBase(BaseEstimator):
         if self._uses_validation(n_samples):
             changes.setdefault("validation_fraction", DEFAULT_VALIDATION_FRACTION)
             if self._regression:
-                # The held-out score chooses the size, so "solved" at ErrorIndex 0.2 (training
-                # R^2 ~0.96) must not stop growth first: friedman1 R^2 .960 at 0.2, .986 at 0.01.
-                changes.setdefault("error_index_threshold", 0.01)
+                changes.setdefault("error_index_threshold", VALIDATED_ERROR_INDEX_THRESHOLD)
         else:
             changes["validation_fraction"] = 0.0
         # Recorded in the run's config (so a snapshot of the fit refits when resumed elsewhere).

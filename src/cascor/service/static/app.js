@@ -78,8 +78,9 @@ $("new-run").onsubmit = async (event) => {
       spec.dataset = $("f-dataset").value;
     }
     if ($("f-max-units").value) spec.config.max_units = Number($("f-max-units").value);
-    const val = Number($("f-val").value || 0);
-    if (val > 0) spec.validation_fraction = val;
+    const held = $("f-val").value;  // empty: the CLI's default; 0: none; else the share
+    if (held !== "" && Number(held) > 0) spec.validation_fraction = Number(held);
+    else if (held !== "") spec.early_stopping = false;
     const run = await api("/api/runs", { method: "POST", headers: { "Content-Type": "application/json" },
                                          body: JSON.stringify(spec) });
     await refreshRuns();

@@ -423,10 +423,12 @@ def test_input_l2_auto_is_the_default_preset_estimators_default(monkeypatch):
     np.testing.assert_array_equal(big.predict_proba(X), off.predict_proba(X))
 
 
-def test_cli_default_preset_holds_out_data_as_the_estimators_do(tmp_path):
+def test_cli_default_preset_trains_as_the_estimators_do(tmp_path):
     """`cascor train` on the default preset holds out 0.2 from 300 rows (classification) or 100
     (regression), as early_stopping='auto' does, and refits; --no-early-stopping, a paper preset
-    or fewer rows hold nothing out (the paper's behaviour)."""
+    or fewer rows hold nothing out (the paper's behaviour). It trains the estimators' outputs
+    (config.RECOMMENDED: cross-entropy with a logistic unit or a softmax, output L2) unless told
+    otherwise; a paper preset keeps its squared error."""
     from sklearn.datasets import make_moons, make_regression
 
     from cascor import snapshot
@@ -449,14 +451,22 @@ def test_cli_default_preset_holds_out_data_as_the_estimators_do(tmp_path):
     summary, state = train("auto", "--data", str(big))
     assert summary["refitted"] and "validation_accuracy" in summary
     assert state.refitted and summary["grown_units"] >= summary["hidden_units"]  # (a refit's config holds nothing out)
+    assert (state.config.output_loss, state.config.output_activation, state.config.output_l2) == \
+        ("cross_entropy", "asymmetric_sigmoid", 1e-3)
     for name, args in (("off", ("--data", str(big), "--no-early-stopping")),
                        ("paper", ("--data", str(big), "--preset", "cascor1c")),
                        ("small", ("--data", str(small)))):
         summary, state = train(name, *args)
         assert "validation_accuracy" not in summary and not summary.get("refitted"), name
         assert not state.refitted and state.validation is None and state.config.validation_fraction == 0.0, name
+        assert state.config.output_loss == ("squared" if name == "paper" else "cross_entropy"), name
+    _, state = train("iris", "--dataset", "iris")
+    assert (state.config.output_loss, state.config.output_activation) == ("cross_entropy", "softmax")
+    _, state = train("squared", "--dataset", "iris", "--set", "output_loss=squared")
+    assert (state.config.output_loss, state.config.output_activation) == ("squared", "symmetric_sigmoid")
     summary, state = train("reg", "--data", str(reg))
     assert summary["refitted"] and "validation_r2" in summary
     assert state.config.error_index_threshold == 0.01
+    assert (state.config.output_activation, state.config.output_l2) == ("linear", 1e-3)
     summary, state = train("reg-set", "--data", str(reg), "--set", "error_index_threshold=0.1")
     assert state.config.error_index_threshold == 0.1  # a value the user set stays

@@ -334,7 +334,7 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
         if seed is not None:
             cfg = cfg.replace(seed=seed)
         explicit = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
-        cfg = workflow.adapt_config(cfg, ds, explicit)
+        cfg = workflow.adapt_config(cfg, ds, explicit, recommended=preset == "default")
         cfg = _validation_config(cfg, validation_fraction, validation_file, early_stopping, n_iter_no_change,
                                  refit, explicit, auto=(len(ds.X), ds.task) if preset == "default" else None)
         val_ds = _extra_data(validation_file, target, ds, "validation")

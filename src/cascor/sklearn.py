@@ -25,15 +25,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .activations import ACTIVATION_SPECS, CROSS_ENTROPY_OUTPUTS
-from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, REGRESSION_OUTPUT_STEP,
-                     VALIDATED_ERROR_INDEX_THRESHOLD, CascorConfig)
+from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, RECOMMENDED, REGRESSION_OUTPUT_STEP,
+                     VALIDATED_ERROR_INDEX_THRESHOLD, CascorConfig, cross_entropy_output)
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError, StateError
 
 
-ESTIMATOR_DEFAULTS = {"classifier": {"output_loss": "cross_entropy", "output_l2": 1e-3, "input_l2": "auto"},
-                      "regressor": {"output_l2": 1e-3, "input_l2": "auto"}}
+# config.RECOMMENDED (as the CLI's default preset), and input_l2 chosen on held-out data.
+ESTIMATOR_DEFAULTS = {"classifier": {**RECOMMENDED["classification"], "input_l2": "auto"},
+                      "regressor": {**RECOMMENDED["regression"], "input_l2": "auto"}}
 
 
 class _Progress:
@@ -177,13 +178,10 @@ class _CascorBase(BaseEstimator):
         return bool(self.early_stopping)
 
     def _estimator_defaults(self) -> dict:
-        """What the estimators change on the ``default`` preset (measured with
-        benchmarks/generalisation.py, docs/results.md): an L2 penalty on the output weights
-        (breast_cancer .961 -> .972, diabetes R^2 .467 -> .488), for the classifier
-        cross-entropy outputs (log-loss: digits .213 -> .126, breast_cancer .161 -> .079,
-        two-spirals 2.74 -> .89), and ``input_l2='auto'`` (digits .967 -> .975, friedman1 R^2
-        .987 -> .997; see :data:`INPUT_L2_AUTO_MIN_HELD_OUT`). Other presets keep their papers'
-        settings."""
+        """What the estimators change on the ``default`` preset: config.RECOMMENDED (an L2
+        penalty on the output weights; for the classifier, cross-entropy outputs), and
+        ``input_l2='auto'`` (digits .967 -> .975, friedman1 R^2 .987 -> .997; see
+        :data:`INPUT_L2_AUTO_MIN_HELD_OUT`). Other presets keep their papers' settings."""
         if self.preset != "default":
             return {}
         out = dict(ESTIMATOR_DEFAULTS["regressor" if self._regression else "classifier"])
@@ -455,7 +453,7 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         loss = self.output_loss or (self.overrides or {}).get("output_loss") \
             or self._estimator_defaults().get("output_loss") or get_preset(self.preset).output_loss
         if loss == "cross_entropy":
-            return "asymmetric_sigmoid" if n_classes == 2 else "softmax"
+            return cross_entropy_output(n_classes)
         return get_preset(self.preset).output_activation
 
     def _class_changes(self, changes: dict, targets: dict) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
-from .config import REGRESSION_OUTPUT_STEP
+from .config import RECOMMENDED, REGRESSION_OUTPUT_STEP, cross_entropy_output
 from .datasets import DATASET_NAMES, Dataset, decode_outputs, encode_targets, load_dataset, load_file
 from .errors import CascorError, DataError
 
@@ -68,9 +68,19 @@ def source_trusted(snapshot_path: str, run_id: str) -> bool:
         return False
 
 
-def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str]) -> CascorConfig:
+def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str], recommended: bool = False) -> CascorConfig:
     """Regression data gets linear outputs, the ErrorIndex criterion and a stable output step
-    (``config.REGRESSION_OUTPUT_STEP``) unless the user chose otherwise."""
+    (``config.REGRESSION_OUTPUT_STEP``) unless the user chose otherwise. ``recommended`` (the
+    ``default`` preset) adds what the estimators add (``config.RECOMMENDED``: output L2, and for
+    classification cross-entropy outputs with the matching activation) where the user chose
+    nothing else."""
+    if recommended:
+        changes = {k: v for k, v in RECOMMENDED[ds.task].items() if k not in explicit}
+        if "output_loss" in changes and "output_activation" in explicit:
+            del changes["output_loss"]  # an output chosen for squared error keeps it
+        if changes.get("output_loss") == "cross_entropy":
+            changes["output_activation"] = cross_entropy_output(len(ds.classes))
+        cfg = cfg.replace(**changes)
     if ds.task == "regression":
         changes = {}
         if "output_activation" not in explicit:

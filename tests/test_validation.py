@@ -464,6 +464,8 @@ def test_cli_default_preset_trains_as_the_estimators_do(tmp_path):
     assert (state.config.output_loss, state.config.output_activation) == ("cross_entropy", "softmax")
     _, state = train("squared", "--dataset", "iris", "--set", "output_loss=squared")
     assert (state.config.output_loss, state.config.output_activation) == ("squared", "symmetric_sigmoid")
+    _, state = train("tanh", "--dataset", "iris", "--set", "output_activation=tanh")  # chosen for squared error
+    assert (state.config.output_loss, state.config.output_activation) == ("squared", "tanh")
     summary, state = train("reg", "--data", str(reg))
     assert summary["refitted"] and "validation_r2" in summary
     assert state.config.error_index_threshold == 0.01

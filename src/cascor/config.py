@@ -38,16 +38,17 @@ AUTO_VALIDATION_SAMPLES = {"classification": 300, "regression": 100}
 RECOMMENDED = {"classification": {"output_loss": "cross_entropy", "output_l2": 1e-3},
                "regression": {"output_l2": 1e-3}}
 
-
-def cross_entropy_output(n_classes: int) -> str:
-    """The output activation that cross-entropy trains for ``n_classes`` classes."""
-    return "asymmetric_sigmoid" if n_classes == 2 else "softmax"
 # With held-out data a regression's size is chosen on it, so "solved" at ErrorIndex 0.2 (training
 # R^2 ~0.96) must not stop growth first: friedman1 R^2 .960 at 0.2, .986 at 0.01.
 VALIDATED_ERROR_INDEX_THRESHOLD = 0.01
 ERROR_MEASURES = ("bits", "index")
 OUTPUT_STEPS = ("patterns", "normalised")
 OUTPUT_LOSSES = ("squared", "cross_entropy")
+
+
+def cross_entropy_output(n_classes: int) -> str:
+    """The output activation that cross-entropy trains for ``n_classes`` classes."""
+    return "asymmetric_sigmoid" if n_classes == 2 else "softmax"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activations import ACTIVATION_SPECS
+from .activations import ACTIVATION_SPECS, CROSS_ENTROPY_OUTPUTS
 from .config import CascorConfig
 from .config import RECOMMENDED, REGRESSION_OUTPUT_STEP, cross_entropy_output
 from .datasets import DATASET_NAMES, Dataset, decode_outputs, encode_targets, load_dataset, load_file
@@ -76,9 +76,10 @@ def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str], recommended
     nothing else."""
     if recommended:
         changes = {k: v for k, v in RECOMMENDED[ds.task].items() if k not in explicit}
-        if "output_loss" in changes and "output_activation" in explicit:
-            del changes["output_loss"]  # an output chosen for squared error keeps it
-        if changes.get("output_loss") == "cross_entropy":
+        if "output_activation" in explicit:
+            if cfg.output_activation not in CROSS_ENTROPY_OUTPUTS:
+                changes.pop("output_loss", None)  # an output chosen for squared error keeps it
+        elif changes.get("output_loss") == "cross_entropy":
             changes["output_activation"] = cross_entropy_output(len(ds.classes))
         cfg = cfg.replace(**changes)
     if ds.task == "regression":

@@ -345,6 +345,8 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
             held = workflow.targets_for(ds, cfg, X=val_ds.X, y=val_ds.y)[:2]
         chosen = workflow.backend_from({"name": "local"}, parallel)
         engine = start(cfg, X, Y, backend=chosen, targets=info, validation=held)
+        if data is not None and (warning := workflow.scale_warning(ds, workflow.printable(data))):
+            _note(warning)  # (once the run is set up: a user error before it stays one line)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock,
              extra=(val_ds, test_ds), loggers=loggers, refit_data=(X, Y, held))
 

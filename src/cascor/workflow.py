@@ -93,9 +93,9 @@ def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str], recommended
     return cfg
 
 
-# Input columns whose standard deviation falls outside this range get a warning: cascor trains on a file's columns as they are,
-# and on raw wine (std 0.12 .. 314) the CLI reached .50-.63 test accuracy where the same file
-# standardised reached .98 (docs/results.md).
+# Input columns whose standard deviation falls outside this range get a warning: cascor trains on
+# a file's columns as they are, and on raw wine (std 0.12 .. 314) the CLI reached .50-.63 test
+# accuracy where the same file standardised reached .98 (docs/results.md).
 WELL_SCALED = (0.1, 10.0)
 
 

@@ -178,6 +178,16 @@ def make_corpus(base_output: str, base_candidates: str, directory: str) -> dict[
     variant("config-string-int", meta(lambda c: c.__setitem__("max_units", "60"), name="config"))
     variant("config-unknown-key", meta(lambda c: c.__setitem__("__class__", "os.system"), name="config"))
     variant("activation-by-name", meta(lambda m: m.__setitem__("output_activation", "os.system")))
+
+    # The input scaling (format 1.5): a zero scale would turn every prediction into NaN or inf.
+    def input_scaling(mean, scale):
+        def edit(f):
+            _edit_json(f, "meta", lambda m: m.__setitem__("input_scaling", True))
+            f.create_dataset("inputs/mean", data=np.asarray(mean, dtype="<f8"))
+            f.create_dataset("inputs/scale", data=np.asarray(scale, dtype="<f8"))
+        return edit
+    variant("input-scale-zero", input_scaling([0.0, 0.0], [1.0, 0.0]))
+    variant("input-mean-nan", input_scaling([np.nan, 0.0], [1.0, 1.0]))
     return corpus
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from cascor import snapshot, trainer
 from cascor.snapshot.migrate import RELEASED
-from cascor.workflow import load_source, targets_for
+from cascor.workflow import load_source, scaled, targets_for
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -33,7 +33,7 @@ def test_golden_file_loads_verifies_and_resumes(path, expected, tmp_path):
     st = snap.state
     assert (st.counters.epoch, st.phase.name, st.network.n_hidden) == (expected["epoch"], expected["phase"], expected["hidden_units"])
     assert st.status == expected.get("status", st.status)
-    X, Y, _ = targets_for(load_source(snap.data_source), st.config)
+    X, Y, _ = targets_for(scaled(load_source(snap.data_source), st.input_scaling), st.config)
     eng = trainer.resume(st, X, Y)
     trainer.run(eng)
     assert eng.state.done

@@ -72,7 +72,10 @@ def test_background_and_synchronous_saves_write_the_same_objects_mid_candidate(t
     from cascor.snapshot.background import BackgroundWriter
     from cascor.snapshot.codec import take_wire
 
-    eng = trainer.start(spirals_cfg.replace(candidate_score="cascade2"), *spirals)
+    from cascor.inputs import InputScaling
+
+    scaling = InputScaling.fit(np.asarray(spirals[0]) * 3.0 + 1.0)  # (format 1.5: the input scaling travels too)
+    eng = trainer.start(spirals_cfg.replace(candidate_score="cascade2"), *spirals, input_scaling=scaling)
     gen = np.random.default_rng(5)
     ids = {"counter": 3, "numpy_generators": {"g": gen}, "data_source": {"dataset": "x"}}
     writer = BackgroundWriter()
@@ -86,7 +89,7 @@ def test_background_and_synchronous_saves_write_the_same_objects_mid_candidate(t
             assert writer.submit(bg_path, take_wire(eng.state, cursor=writer.cursor, **ids), {}, {}, set())
             writer.flush()
             a, b = snapshot.verify(sync_path), snapshot.verify(bg_path)
-            assert "pool/out_weights" in a.arrays and sorted(a.arrays) == sorted(b.arrays)
+            assert "pool/out_weights" in a.arrays and "inputs/scale" in a.arrays and sorted(a.arrays) == sorted(b.arrays)
             for name in a.arrays:
                 assert a.arrays[name].dtype == b.arrays[name].dtype, name
                 assert np.array_equal(a.arrays[name], b.arrays[name], equal_nan=True), name

@@ -472,27 +472,3 @@ def test_cli_default_preset_trains_as_the_estimators_do(tmp_path):
     assert (state.config.output_activation, state.config.output_l2) == ("linear", 1e-3)
     summary, state = train("reg-set", "--data", str(reg), "--set", "error_index_threshold=0.1")
     assert state.config.error_index_threshold == 0.1  # a value the user set stays
-
-
-def test_cli_warns_about_input_columns_far_from_unit_scale(tmp_path):
-    """A --data file whose columns are far from unit scale trains as it is, with one warning line
-    naming the range (raw wine: .50-.63 test accuracy, standardised .98); a standardised file and
-    a built-in dataset get none."""
-    from sklearn.datasets import load_wine
-
-    X, y = load_wine(return_X_y=True)
-    raw, scaled = tmp_path / "raw.csv", tmp_path / "scaled.csv"
-    np.savetxt(raw, np.column_stack([X, y]), delimiter=",")
-    np.savetxt(scaled, np.column_stack([(X - X.mean(0)) / X.std(0), y]), delimiter=",")
-    runs = {}
-    for name, args in (("raw", ("--data", str(raw))), ("scaled", ("--data", str(scaled))),
-                       ("built-in", ("--dataset", "wine"))):
-        proc = subprocess.run([sys.executable, "-m", "cascor", "train", *args, "--out", str(tmp_path / name),
-                               "--set", "max_units=2", "--json", "-q"], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        runs[name] = proc.stderr
-    lines = runs["raw"].strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("warning: the input columns of ") and "raw.csv" in lines[0]
-    std = X.std(axis=0)
-    assert f"from {std.min():.3g} to {std.max():.3g};" in lines[0] and "standardise them first" in lines[0]
-    assert "warning" not in runs["scaled"] and "warning" not in runs["built-in"]

@@ -298,10 +298,15 @@ def _extra_data(path, target, ds, what):
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed of every random stream.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", "resume_flag", is_flag=True, help="Continue from OUT/latest.h5 if it exists.")
+@click.option("--scale-inputs/--no-scale-inputs", default=None,
+              help="Standardise the input columns (mean 0, standard deviation 1 over the rows given to the run, "
+                   "kept in the run's snapshots and applied by resume, evaluate, plot, the service and every "
+                   "export, which all take the data's own columns). Default: on for --data, off for the "
+                   "built-in datasets (prepared already; two-spirals keeps the paper's coordinates).")
 @_validation_options
 @_train_options
 @_tracking_options
-def train(dataset, data, target, preset, sets, seed, out, resume_flag, validation_fraction, validation_file,
+def train(dataset, data, target, preset, sets, seed, out, resume_flag, scale_inputs, validation_fraction, validation_file,
           early_stopping, n_iter_no_change, refit, test_file, stop_after, checkpoint_every, keep_last,
           as_json, quiet, backend, workers, threads, scheduler, tracking):
     """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
@@ -339,13 +344,19 @@ def train(dataset, data, target, preset, sets, seed, out, resume_flag, validatio
                                  refit, explicit, auto=(len(ds.X), ds.task) if preset == "default" else None)
         val_ds = _extra_data(validation_file, target, ds, "validation")
         test_ds = _extra_data(test_file, target, ds, "test")
+        scaling = None
+        if scale_inputs or (scale_inputs is None and data is not None):
+            from .inputs import InputScaling
+
+            scaling = InputScaling.fit(ds.X)
+            ds, val_ds, test_ds = (None if d is None else workflow.scaled(d, scaling) for d in (ds, val_ds, test_ds))
         X, Y, info = workflow.targets_for(ds, cfg)
         held = None
         if val_ds is not None:
             held = workflow.targets_for(ds, cfg, X=val_ds.X, y=val_ds.y)[:2]
         chosen = workflow.backend_from({"name": "local"}, parallel)
-        engine = start(cfg, X, Y, backend=chosen, targets=info, validation=held)
-        if data is not None and (warning := workflow.scale_warning(ds, workflow.printable(data))):
+        engine = start(cfg, X, Y, backend=chosen, targets=info, validation=held, input_scaling=scaling)
+        if scaling is None and data is not None and (warning := workflow.scale_warning(ds, workflow.printable(data))):
             _note(warning)  # (once the run is set up: a user error before it stays one line)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet, lock=lock,
              extra=(val_ds, test_ds), loggers=loggers, refit_data=(X, Y, held))
@@ -410,6 +421,8 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
             _note(f"warning: {workflow.printable(snapshot)} was written with other versions ({', '.join(differences)}); "
                   "the continuation may differ from the one the original setup would compute")
         ds, source = _recorded_data(loaded, dataset, data, target)
+        scaling = loaded.state.input_scaling
+        ds = workflow.scaled(ds, scaling)
         X, Y, _ = workflow.targets_for(ds, loaded.state.config)
         v = loaded.state.validation
         if v is not None and v.index is None and validation_file is None:
@@ -417,7 +430,8 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
 
             raise DataError(f"{workflow.printable(snapshot)} validates on a separate held-out file: pass it again "
                             "with --validation FILE")
-        val_ds = _extra_data(validation_file, target, ds, "validation")
+        val_ds = workflow.scaled(_extra_data(validation_file, target, ds, "validation"), scaling)
+        test_ds = workflow.scaled(_extra_data(test_file, target, ds, "test"), scaling)
         held = None if val_ds is None else workflow.targets_for(ds, loaded.state.config, X=val_ds.X, y=val_ds.y)[:2]
         state = loaded.state
         if max_units is not None and max_units != state.config.max_units:
@@ -427,7 +441,7 @@ def _resume(snapshot, out, dataset, data, target, stop_after, checkpoint_every, 
         engine = resume_engine(state, X, Y, backend=workflow.backend_from(loaded.backend, parallel, warn=_note),
                                validation=held)
         _run(engine, ds, source, out, stop_after, checkpoint_every, keep_last, as_json, quiet,
-             extra=(val_ds, _extra_data(test_file, target, ds, "test")),
+             extra=(val_ds, test_ds),
              protect={os.path.realpath(snapshot)}, counter=loaded.counter, parent_digest=loaded.content_digest,
              new_run=False, lock=lock, loggers=loggers, refit_data=(X, Y, held))
     finally:
@@ -479,6 +493,7 @@ def evaluate(snapshot, dataset, data, target, as_json):
         from .errors import DataError
 
         raise DataError(f"the network has {st.network.n_inputs} inputs but the data has {ds.X.shape[1]} features")
+    ds = workflow.scaled(ds, st.input_scaling)
     result = {"hidden_units": st.network.n_hidden, "status": st.status}
     if dataset or data:
         # Data named on the command line: what it is (training, test, new) is the user's to say.
@@ -533,7 +548,9 @@ def _plot(state, kind, out, dataset_fn):
         if state.network.n_inputs != 2:
             raise DataError(f"a decision boundary needs a 2-input network; this one has {state.network.n_inputs}")
         ds = dataset_fn()
-        plotting.plot_boundary(state.network, ds.X, ds.y, out)
+        if ds.X.shape[1] != 2:
+            raise DataError(f"a decision boundary needs 2 input features; this data has {ds.X.shape[1]}")
+        plotting.plot_boundary(state.network, ds.X, ds.y, out, inputs=state.input_scaling)
 
 
 @main.command("export")

@@ -14,8 +14,10 @@ def _plt():
     return plt
 
 
-def plot_boundary(network, X, y, path: str, title: str = "") -> None:
-    """Shade the network's output over the input plane (2-D problems only) and overlay the data."""
+def plot_boundary(network, X, y, path: str, title: str = "", inputs=None) -> None:
+    """Shade the network's output over the input plane (2-D problems only) and overlay the data.
+    ``inputs``: the run's :class:`~cascor.inputs.InputScaling`; the plane is drawn in the data's
+    own coordinates and mapped through it for the network."""
     import torch
 
     X = np.asarray(X, dtype=np.float64)
@@ -27,7 +29,8 @@ def plot_boundary(network, X, y, path: str, title: str = "") -> None:
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
     with torch.no_grad():
-        out = network(torch.as_tensor(grid, dtype=torch.float32)).numpy()
+        seen = grid if inputs is None else inputs.apply(grid)
+        out = network(torch.as_tensor(seen, dtype=torch.float32)).numpy()
     y = np.asarray(y)
     classes = np.unique(y)
     fig, ax = plt.subplots(figsize=(6, 6))

@@ -16,6 +16,7 @@ from .candidates import CandidatePool, derived_seed
 from .config import CascorConfig
 from .errors import StateError
 from .history import History
+from .inputs import InputScaling
 from .network import CascadeNetwork
 from .quickprop import QuickpropSlots
 from .tree import load_tensors
@@ -94,6 +95,8 @@ class TrainState:
         self.data_digest = ""
         # Held-out data: the split, and the best network seen on it (None: the run has none).
         self.validation: ValidationState | None = None
+        # The map from the data's columns to the network's inputs (None: the columns as they are).
+        self.input_scaling: InputScaling | None = None
 
     def new_pool(self) -> CandidatePool:
         cfg = self.config
@@ -164,6 +167,7 @@ class TrainState:
             "targets": dict(self.targets),
             "data_digest": self.data_digest,
             "validation": None if self.validation is None else self.validation.state_dict(copy),
+            "input_scaling": None if self.input_scaling is None else self.input_scaling.state_dict(),
         }
 
     @classmethod
@@ -192,6 +196,8 @@ class TrainState:
                 if obj.validation.best_n_units > obj.network.n_hidden:
                     raise StateError(f"the best network has {obj.validation.best_n_units} units but the run "
                                      f"has {obj.network.n_hidden}")
+            if state["input_scaling"] is not None:
+                obj.input_scaling = InputScaling.from_state_dict(state["input_scaling"], obj.network.n_inputs)
             if state["pool"] is not None:
                 if obj.phase.name != "candidates":
                     raise StateError(f"a candidate pool is present but the phase is {obj.phase.name!r}")

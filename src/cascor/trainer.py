@@ -34,7 +34,7 @@ class RunReport:
 
 
 def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = None, validation=None,
-          sample_weight=None) -> Engine:
+          sample_weight=None, input_scaling=None) -> Engine:
     """A fresh run on (X, Y); ``backend`` computes candidate pools (default: in-process).
 
     ``targets`` says what the outputs mean ({"task": "classification" | "regression",
@@ -43,6 +43,9 @@ def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = No
     (X, Y) is held out (stream (2,) of the seed), and the held-out row numbers are kept in the
     state so :func:`resume` on the same (X, Y) splits identically. ``sample_weight``: one weight
     per row of (X, Y) (split with them; ``validation`` may carry its own as a third item).
+    ``input_scaling``: the :class:`~cascor.inputs.InputScaling` that made X (and the held-out
+    data) from the data's own columns, kept in the state for whoever reads the data again;
+    X is used as given.
     """
     X, Y = as_training_tensors(X, Y)
     w = as_sample_weights(sample_weight, X.shape[0])
@@ -60,6 +63,10 @@ def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = No
         (X, Y, w), held = _split(X, Y, w, train, val)
     state = new_state(config, X.shape[1], Y.shape[1], X.shape[0])
     state.targets = targets
+    if input_scaling is not None:
+        if input_scaling.n_inputs != X.shape[1]:
+            raise DataError(f"the input scaling has {input_scaling.n_inputs} columns; the data has {X.shape[1]}")
+        state.input_scaling = input_scaling
     if held is not None:
         state.validation = vstate
     return Engine(state, X, Y, backend, validation=held, sample_weight=w)

@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -93,9 +93,9 @@ def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str], recommended
     return cfg
 
 
-# Input columns whose standard deviation falls outside this range get a warning: cascor trains on
-# a file's columns as they are, and on raw wine (std 0.12 .. 314) the CLI reached .50-.63 test
-# accuracy where the same file standardised reached .98 (docs/results.md).
+# Input columns whose standard deviation falls outside this range get a warning when a run uses a
+# file's columns as they are (--no-scale-inputs): on raw wine (std 0.12 .. 314) the CLI reached
+# .50-.63 test accuracy where the same file standardised reached .98 (docs/results.md).
 WELL_SCALED = (0.1, 10.0)
 
 
@@ -108,8 +108,20 @@ def scale_warning(ds: Dataset, where: str) -> str | None:
     if WELL_SCALED[0] <= std.min() and std.max() <= WELL_SCALED[1]:
         return None
     return (f"warning: the input columns of {where} have standard deviations from {std.min():.3g} to "
-            f"{std.max():.3g}; cascor uses them as they are, and such scales cost accuracy: standardise "
-            "them first (mean 0, standard deviation 1)")
+            f"{std.max():.3g}; --no-scale-inputs uses them as they are, and such scales cost accuracy: "
+            "leave the standardisation on, or standardise them first (mean 0, standard deviation 1)")
+
+
+def scaled(ds: Dataset, scaling) -> Dataset:
+    """``ds`` as the network sees it: its inputs (and test inputs) through the run's
+    :class:`~cascor.inputs.InputScaling` (``ds`` itself when the run has none). Checked against
+    the scaling's width first, so a file with other columns gets the usual one-line error."""
+    if ds is None or scaling is None:
+        return ds
+    if ds.X.shape[1] != scaling.n_inputs:
+        raise DataError(f"the network has {scaling.n_inputs} inputs but the data has {ds.X.shape[1]} features")
+    X_test = None if ds.X_test is None else scaling.apply(ds.X_test)
+    return replace(ds, X=scaling.apply(ds.X), X_test=X_test)
 
 
 def targets_for(ds: Dataset, cfg: CascorConfig, X=None, y=None) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -25,7 +25,8 @@ def model_from(source) -> Model:
     ``CascorClassifier`` / ``CascorRegressor``, or a ``Pipeline`` of scalers ending in one.
 
     A snapshot or state exports the network it would predict with (the best on held-out data for
-    a run that has some, else the current one); an estimator exports ``network_`` with its class
+    a run that has some, else the current one), reading the data's own columns (a run's input
+    scaling is folded in); an estimator exports ``network_`` with its class
     labels or target scaling, and a pipeline adds its scalers' transform, so the exported outputs
     equal the estimator's ``predict_proba`` / ``predict``."""
     from ..state import TrainState
@@ -74,7 +75,11 @@ def _meaning(targets: dict, output_loss: str, n_outputs: int) -> dict:
 
 def _from_state(state) -> Model:
     net = state.best_network()
-    return Model(input_scale=np.ones(net.n_inputs), input_offset=np.zeros(net.n_inputs), **network_parts(net),
+    if state.input_scaling is not None:  # the run standardised its data's columns (format 1.5)
+        scale, offset = state.input_scaling.affine()
+    else:
+        scale, offset = np.ones(net.n_inputs), np.zeros(net.n_inputs)
+    return Model(input_scale=scale, input_offset=offset, **network_parts(net),
                  **_meaning(state.targets, state.config.output_loss, net.n_outputs))
 
 

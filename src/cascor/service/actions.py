@@ -221,6 +221,7 @@ def evaluate(store: RunStore, run_id: str, data: bytes, filename: str, target=No
     if ds.X.shape[1] != state.network.n_inputs:
         raise ServiceError(f"the network has {state.network.n_inputs} inputs but the upload has {ds.X.shape[1]} "
                            "features")
+    ds = workflow.scaled(ds, state.input_scaling)
     return {"snapshot": os.path.basename(path), "rows": len(ds.X), "hidden_units": state.best_network().n_hidden,
             **workflow.score(state.best_network(), state.targets, ds.X, ds.y)}
 

@@ -106,13 +106,20 @@ def _check_semantics(raw: RawSnapshot) -> None:
         if raw.meta["pool"] is not None:
             for name in raw.meta["pool"]["activations"]:
                 check_activation(name)
-    except ConfigError as exc:
+        if raw.meta.get("input_scaling") and raw.arrays:  # format 1.5 (arrays: a read with data)
+            from ..inputs import InputScaling
+
+            InputScaling.from_state_dict({"mean": raw.arrays["inputs/mean"], "scale": raw.arrays["inputs/scale"]},
+                                         raw.meta["n_inputs"])
+    except (ConfigError, StateError) as exc:
         raise CorruptSnapshotError(f"{raw.path}: {exc}") from None
 
 
 def inspect(path: str, limits: Limits = Limits()) -> dict:
-    """A summary from metadata only (verified file digest, no tensor read beyond the JSON)."""
-    raw = migrate(read_snapshot(path, limits, read_data=False))
+    """A summary from metadata (verified file digest; of the tensors only the small input scaling
+    is read, so a value that would poison every prediction is refused here too)."""
+    raw = migrate(read_snapshot(path, limits, read_data=("inputs/mean", "inputs/scale")))
+    _check_semantics(raw)
     m = raw.meta
     return {
         "path": os.fspath(path),
@@ -133,6 +140,7 @@ def inspect(path: str, limits: Limits = Limits()) -> dict:
         "inputs": m["n_inputs"],
         "outputs": m["n_outputs"],
         "patterns": m["n_patterns"],
+        "input_scaling": m["input_scaling"],
         "backend": raw.runtime.get("backend"),
         "versions": raw.runtime.get("versions"),
         "config": raw.config,

@@ -1,4 +1,4 @@
-"""The state tree <-> format 1.2 objects, in stages, so that a checkpoint costs the training loop little.
+"""The state tree <-> the format's objects, in stages, so that a checkpoint costs the training loop little.
 
 :func:`take` runs at the moment of a save: the state tree (``TrainState.state_dict``, cloned
 or, for a save written at once, the live tensors) plus the process-global RNG states, as a
@@ -67,6 +67,10 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
             arrays["validation/index"] = _as(val["index"], fmt.I8)
         if val["best_weights"] is not None:
             arrays["validation/best_weights"] = _as(val["best_weights"], fmt.F4)
+    scaling = state_dict.get("input_scaling")
+    if scaling is not None:  # format 1.5
+        arrays["inputs/mean"] = _as(scaling["mean"], fmt.F8)
+        arrays["inputs/scale"] = _as(scaling["scale"], fmt.F8)
     pool_meta = None
     if pool is not None:
         pool_meta = {"activations": list(pool["activations"]), "best": int(pool["best"]),
@@ -91,6 +95,7 @@ def encode_state(state_dict: dict) -> tuple[dict, dict[str, np.ndarray]]:
         "targets": state_dict["targets"],
         "data_digest": state_dict["data_digest"],
         "validation": val_meta,
+        "input_scaling": scaling is not None,
     }
     return meta, arrays
 
@@ -148,6 +153,8 @@ def decode_state(raw: RawSnapshot) -> dict:
         "targets": m["targets"],
         "data_digest": m["data_digest"],
         "validation": validation,
+        "input_scaling": {"mean": np.array(a["inputs/mean"], copy=True), "scale": np.array(a["inputs/scale"], copy=True)}
+        if m["input_scaling"] else None,
     }
 
 
@@ -312,6 +319,9 @@ def take_wire(state, *, counter: int = 0, parent_digest: str = "", backend: dict
         "history_units": h.units, "history_scores": h.scores,
         "targets": state.targets, "data_digest": state.data_digest,
         "validation": None,
+        "input_scaling": None if state.input_scaling is None else {  # (dtype, shape, buffer), like tensors
+            k: (a.dtype.str, a.shape, a) for k, a in (("mean", state.input_scaling.mean),
+                                                     ("scale", state.input_scaling.scale))},
         "pool": None,
         "globals": capture_raw(numpy_generators), "backend": _check_backend(backend), "data": data_source,
         "versions": runtime_versions(), "counter": int(counter), "parent_digest": parent_digest, "created": time.time(),
@@ -362,13 +372,14 @@ def raw_from_wire(w: dict, mirror: WireMirror | None = None) -> dict:
         "validation": None if w["validation"] is None else dict(
             w["validation"], index=None if w["validation"]["index"] is None else _r(w["validation"]["index"]),
             best_weights=None if w["validation"]["best_weights"] is None else _r(w["validation"]["best_weights"])),
+        "input_scaling": None if w["input_scaling"] is None else {k: _r(v) for k, v in w["input_scaling"].items()},
     }
     return {"state": state, "globals": w["globals"], "backend": w["backend"], "data": w["data"],
             "versions": w.get("versions"), "attrs": _attrs(w["run_id"], w["counter"], w["parent_digest"], w["created"])}
 
 
 def finish(raw: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """A raw tree -> (arrays, root attributes) of a format 1.2 file, ready for ``write_snapshot``."""
+    """A raw tree -> (arrays, root attributes) of a snapshot file, ready for ``write_snapshot``."""
     meta, arrays = encode_state(raw["state"])  # tensor or array leaves alike
     glob, glob_arrays = encode_globals(raw["globals"])
     arrays.update(glob_arrays)

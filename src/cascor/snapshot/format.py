@@ -1,4 +1,4 @@
-"""Snapshot format 1.2: which objects a file holds, their dtypes and shapes, and digests.
+"""The snapshot format: which objects a file holds, their dtypes and shapes, and digests.
 
 Pure NumPy/JSON (no torch, no h5py) so that the layout can be checked against a file's
 metadata before any tensor is read. See docs/snapshot-format.md for the prose version.
@@ -17,8 +17,8 @@ import json
 import numpy as np
 
 FORMAT_NAME = "cascor-snapshot"
-FORMAT_VERSION = (1, 4)  # 1.1: library versions; 1.2: validation, per-unit scores; 1.3: config.refit;
-# 1.4: config.input_l2 (migrate.py)
+FORMAT_VERSION = (1, 5)  # 1.1: library versions; 1.2: validation, per-unit scores; 1.3: config.refit;
+# 1.4: config.input_l2; 1.5: the input scaling (migrate.py)
 USERBLOCK_SIZE = 512
 MAGIC = b"CASCOR-SNAPSHOT\n"
 
@@ -98,6 +98,9 @@ def expected_layout(meta: dict, config: dict, runtime: dict | None) -> dict[str,
             raise ValueError(f"the best network has {best} units but the network has {H}")
         if best >= 0:
             layout["validation/best_weights"] = (F4, (O, 1 + I + best))
+    if meta.get("input_scaling"):  # format 1.5 (an older file gains ``false`` by migration)
+        layout["inputs/mean"] = (F8, (I,))
+        layout["inputs/scale"] = (F8, (I,))
     pool = meta["pool"]
     if pool is not None:
         C = len(pool["activations"])

@@ -18,7 +18,10 @@ written out, the new ones at their defaults, which change nothing for a run with
 network's output layer on all its data once it finishes; a 1.2 file migrates with
 ``refit: false``, which is what every 1.2 run did); 1.4 (the config field ``input_l2``: an L2
 penalty on the candidates' input weights relative to the residual's RMS; a 1.3 file migrates
-with ``input_l2: 0.0``, which adds nothing to the decay every 1.3 run used).
+with ``input_l2: 0.0``, which adds nothing to the decay every 1.3 run used); 1.5 (the run's input
+scaling: ``meta.input_scaling`` and, when true, ``inputs/mean`` and ``inputs/scale``, the
+standardisation the network's inputs went through; a 1.4 file migrates with ``input_scaling:
+false``: every 1.4 run used its data's columns as they were).
 """
 
 from __future__ import annotations
@@ -67,13 +70,20 @@ def _v1_3_to_v1_4(raw: RawSnapshot) -> RawSnapshot:
     return raw
 
 
+def _v1_4_to_v1_5(raw: RawSnapshot) -> RawSnapshot:
+    """1.5 adds ``meta.input_scaling``; a 1.4 run trained on its data's columns as they were."""
+    raw.meta = dict(raw.meta, input_scaling=False)
+    return raw
+
+
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {
     (1, 0): ((1, 1), _v1_0_to_v1_1),
     (1, 1): ((1, 2), _v1_1_to_v1_2),
     (1, 2): ((1, 3), _v1_2_to_v1_3),
     (1, 3): ((1, 4), _v1_3_to_v1_4),
+    (1, 4): ((1, 5), _v1_4_to_v1_5),
 }
-RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3), (1, 4))
+RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5))
 
 
 def migrate(raw: RawSnapshot) -> RawSnapshot:

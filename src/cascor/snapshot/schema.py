@@ -170,8 +170,10 @@ META = _obj({
     "validation": _opt(_obj({"n_patterns": _int(1, 10**10), "n_total": _int(1, 2 * 10**10),
                              "digest": _str(_HEX64, 64), "split": _bool, "best_n_units": _int(-1, MAX_UNITS),
                              "best_score": _float, "best_loss": _float, "since_best": _int(0, MAX_UNITS + 1)})),
-}, optional=("history_scores", "validation"))  # format 1.2 (check_meta requires them from 1.2 on)
+    "input_scaling": _bool,
+}, optional=("history_scores", "validation", "input_scaling"))  # check_meta requires them from their version on
 META_1_2 = ("history_scores", "validation")
+META_SINCE = {"input_scaling": (1, 5)}
 
 _U32 = _int(0, 2**32 - 1)
 RUNTIME = _obj({
@@ -219,6 +221,12 @@ def check_meta(meta, path: str, version: tuple[int, int] = (1, 2)) -> None:
     if version < (1, 2) and have:
         raise CorruptSnapshotError(f"{path}: meta.{have[0]}: expected no such key in format "
                                    f"{version[0]}.{version[1]}; found it")
+    for key, since in META_SINCE.items():
+        if version >= since and key not in meta:
+            raise CorruptSnapshotError(f"{path}: meta: expected the key {key}; found it missing")
+        if version < since and key in meta:
+            raise CorruptSnapshotError(f"{path}: meta.{key}: expected no such key in format "
+                                       f"{version[0]}.{version[1]}; found it")
 
 
 def check_runtime(runtime, path: str) -> None:

@@ -196,6 +196,7 @@ def test_an_uploaded_csv_trains_and_branches(server):
     from sklearn.datasets import make_moons
 
     X, y = make_moons(200, noise=0.2, random_state=0)
+    X[:, 1] = X[:, 1] * 1000.0 + 5000.0  # a column in a user's own unit: the run standardises it
     csv = ("a,b,label\n" + "\n".join(f"{a:.5f},{b:.5f},{t}" for (a, b), t in zip(X, y))).encode()
     status, up = server.post("/api/uploads?filename=moons.csv", csv)
     assert status == 201 and up["rows"] == 200 and up["features"] == 2 and up["task"] == "classification"
@@ -209,6 +210,13 @@ def test_an_uploaded_csv_trains_and_branches(server):
     status, b = server.get(f"/api/runs/{rid}/boundary?size=16")
     assert status == 200 and len(b["values"]) == 256 and 0 <= min(b["values"]) <= max(b["values"]) <= 1
     assert len(b["points"]["x"]) > 0 and set(b["points"]["label"]) == {0, 1}
+    assert b["y"][0] < X[:, 1].min() and b["y"][1] > X[:, 1].max()  # drawn in the file's own units
+    from cascor import snapshot
+
+    assert snapshot.load(os.path.join(server.runs, rid, "final.h5")).state.input_scaling is not None
+    rows = "\n".join(f"{a:.5f},{b:.5f}" for a, b in X).encode()
+    status, pred = server.post(f"/api/runs/{rid}/predict", rows)
+    assert status == 200 and np.mean(np.asarray(pred["prediction"]) == y) > 0.8, pred
     status, branch = server.post(f"/api/runs/{rid}/branch", {"snapshot": "final.h5", "max_units": 4})
     assert status == 201, branch
     grown = server.wait_status(branch["id"], ("finished", "failed"))

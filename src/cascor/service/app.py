@@ -96,6 +96,7 @@ class NewRun(BaseModel):
     validation_fraction: float | None = Field(None, ge=0.0, le=0.9)
     early_stopping: bool | None = None
     n_iter_no_change: int | None = Field(None, ge=1)
+    scale_inputs: bool | None = Field(None, description="standardise the input columns (default: for uploads)")
     checkpoint_every: int = Field(0, ge=0)
     keep_last: int = Field(0, ge=0)
     backend: Literal["local", "processes", "auto"] = "local"

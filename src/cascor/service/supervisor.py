@@ -185,6 +185,8 @@ class Supervisor:
             args.append("--early-stopping" if spec["early_stopping"] else "--no-early-stopping")
         if spec.get("n_iter_no_change"):
             args += ["--n-iter-no-change", str(int(spec["n_iter_no_change"]))]
+        if spec.get("scale_inputs") is not None:
+            args.append("--scale-inputs" if spec["scale_inputs"] else "--no-scale-inputs")
         if spec.get("backend") not in (None, "local"):
             args += ["--backend", spec["backend"]]
         return cmd + args

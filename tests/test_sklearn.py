@@ -14,12 +14,11 @@ WEIGHT_EQUIVALENCE = {"check_sample_weight_equivalence_on_dense_data":
                       "weights equal repeated rows up to float rounding that quickprop amplifies over a fit"}
 
 
-# max_units=4: check_class_weight_classifiers weighs one class of 50 noisy rows by 1e-4; those rows
-# still count against "solved", so the run grows to its limit fitting nothing, and with 8 units its
-# periodic units extrapolate into regions predicted as the weightless class (84-88 % of the test
-# rows predicted as class 0 depending on the CPU's float rounding, where the check asks > 87 %);
-# with up to 4 units every test row is class 0. (A weighted "solved" test is a possible fix.)
-@parametrize_with_checks([CascorClassifier(max_units=4, random_state=0), CascorRegressor(max_units=4, random_state=0)],
+# check_class_weight_classifiers weighs one class of 50 noisy rows by 1e-4. Before the weighted
+# "solved" test those rows kept the run growing to its unit limit fitting nothing, and its periodic
+# units extrapolated into regions predicted as the weightless class (84-88 % class 0 where the check
+# asks > 87 %); now the run stops once the wrong rows weigh less than half a row.
+@parametrize_with_checks([CascorClassifier(random_state=0), CascorRegressor(random_state=0)],
                          expected_failed_checks=lambda est: WEIGHT_EQUIVALENCE)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -214,3 +213,21 @@ def test_sample_weight_ones_is_unweighted_and_integer_weights_repeat_rows():
     clf.fit(X[:150], y[:150])
     with pytest.raises(Exception, match="sample_weight"):
         CascorClassifier(max_units=1).fit(X, y, sample_weight=-np.ones(200))
+
+
+def test_rows_weighted_near_zero_do_not_keep_a_run_growing():
+    """A run is solved once its wrong rows weigh less than half a row of weight 1: ten mislabelled
+    rows keep an unweighted run growing to its limit, but not when they weigh 1e-4 each."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    y = (X[:, 0] > 0).astype(int)
+    y[:10] = 1 - y[:10]
+    w = np.ones(100)
+    w[:10] = 1e-4
+    kw = dict(random_state=0, max_units=6, early_stopping=False)
+    grown = CascorClassifier(**kw).fit(X, y)
+    light = CascorClassifier(**kw).fit(X, y, sample_weight=w)
+    assert grown.state_.status == "max_units" and grown.n_hidden_units_ == 6
+    assert light.state_.status == "solved" and light.n_hidden_units_ < 6
+    assert light.state_.counters.error_bits > 0  # the light rows are still wrong, and counted
+    assert np.mean(light.predict(X[10:]) == y[10:]) == 1.0

@@ -233,7 +233,11 @@ class Engine:
         cnt.true_error, cnt.error_bits = true_error, bits
         ph.passes += 1
         if cfg.error_measure == "bits":
-            won = bits == 0
+            # Weighted: the wrong bits must weigh less than half a row of weight 1. Weights count as
+            # repeated rows elsewhere (the step sizes use their sum), so integer weights decide as
+            # the repeated rows would, all-ones weights as no weights; but rows weighted near zero
+            # (class_weight 1e-4) no longer keep a run growing to its unit limit to fit nothing.
+            won = bits == 0 if self._w is None else float((wrong * self._wcol).sum()) < 0.5
         else:
             cnt.error_index = math.sqrt(true_error / (self._mass * st.diffs.shape[1])) / self._target_std
             won = cnt.error_index <= cfg.error_index_threshold

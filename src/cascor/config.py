@@ -51,6 +51,17 @@ def cross_entropy_output(n_classes: int) -> str:
     return "asymmetric_sigmoid" if n_classes == 2 else "softmax"
 
 
+def recommended(task: str, output_activation: str | None = None) -> dict:
+    """:data:`RECOMMENDED` for ``task`` ('classification' or 'regression'), given the output
+    activation the user chose (None: none). An activation that cross-entropy does not train keeps
+    squared error, so the user's choice is never silently paired with a loss it cannot take. The
+    one rule for the estimators' parameters and the CLI's ``--set`` keys."""
+    out = dict(RECOMMENDED[task])
+    if output_activation is not None and output_activation not in CROSS_ENTROPY_OUTPUTS:
+        out.pop("output_loss", None)
+    return out
+
+
 @dataclass(frozen=True)
 class CascorConfig:
     """Every knob of a Cascade-Correlation run. Defaults are ``cascor1.c``'s."""

@@ -24,17 +24,18 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .activations import ACTIVATION_SPECS, CROSS_ENTROPY_OUTPUTS
+from .activations import ACTIVATION_SPECS
 from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, RECOMMENDED, REGRESSION_OUTPUT_STEP,
-                     VALIDATED_ERROR_INDEX_THRESHOLD, CascorConfig, cross_entropy_output)
+                     VALIDATED_ERROR_INDEX_THRESHOLD, CascorConfig, cross_entropy_output, recommended)
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError, StateError
 
 
 # config.RECOMMENDED (as the CLI's default preset), and input_l2 chosen on held-out data.
-ESTIMATOR_DEFAULTS = {"classifier": {**RECOMMENDED["classification"], "input_l2": "auto"},
-                      "regressor": {**RECOMMENDED["regression"], "input_l2": "auto"}}
+ESTIMATOR_EXTRAS = {"input_l2": "auto"}
+ESTIMATOR_DEFAULTS = {"classifier": {**RECOMMENDED["classification"], **ESTIMATOR_EXTRAS},
+                      "regressor": {**RECOMMENDED["regression"], **ESTIMATOR_EXTRAS}}
 
 
 class _Progress:
@@ -184,11 +185,9 @@ class _CascorBase(BaseEstimator):
         :data:`INPUT_L2_AUTO_MIN_HELD_OUT`). Other presets keep their papers' settings."""
         if self.preset != "default":
             return {}
-        out = dict(ESTIMATOR_DEFAULTS["regressor" if self._regression else "classifier"])
         chosen = self.output_activation or (self.overrides or {}).get("output_activation")
-        if chosen is not None and chosen not in CROSS_ENTROPY_OUTPUTS:
-            out.pop("output_loss", None)  # an output chosen for squared error keeps it
-        return out
+        task = "regression" if self._regression else "classification"
+        return {**recommended(task, chosen), **ESTIMATOR_EXTRAS}
 
     def _config(self, n_samples: int, targets: dict, input_l2: float | None = None):
         """The run's config: the preset, the estimators' defaults on the ``default`` preset, then

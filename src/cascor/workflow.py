@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .activations import ACTIVATION_SPECS, CROSS_ENTROPY_OUTPUTS
+from .activations import ACTIVATION_SPECS
 from .config import CascorConfig
-from .config import RECOMMENDED, REGRESSION_OUTPUT_STEP, cross_entropy_output
+from .config import REGRESSION_OUTPUT_STEP, cross_entropy_output
+from .config import recommended as recommended_config
 from .datasets import DATASET_NAMES, Dataset, decode_outputs, encode_targets, load_dataset, load_file
 from .errors import CascorError, DataError
 
@@ -75,11 +76,9 @@ def adapt_config(cfg: CascorConfig, ds: Dataset, explicit: set[str], recommended
     classification cross-entropy outputs with the matching activation) where the user chose
     nothing else."""
     if recommended:
-        changes = {k: v for k, v in RECOMMENDED[ds.task].items() if k not in explicit}
-        if "output_activation" in explicit:
-            if cfg.output_activation not in CROSS_ENTROPY_OUTPUTS:
-                changes.pop("output_loss", None)  # an output chosen for squared error keeps it
-        elif changes.get("output_loss") == "cross_entropy":
+        chosen = cfg.output_activation if "output_activation" in explicit else None
+        changes = {k: v for k, v in recommended_config(ds.task, chosen).items() if k not in explicit}
+        if chosen is None and changes.get("output_loss") == "cross_entropy":
             changes["output_activation"] = cross_entropy_output(len(ds.classes))
         cfg = cfg.replace(**changes)
     if ds.task == "regression":

@@ -2,11 +2,11 @@
 (the default since format 1.5) next to the columns as they are (`--no-scale-inputs`) and next to
 files standardised by the user beforehand (the advice before 1.5), same folds, same run.
 
-5 folds (stratified for classification, seed 0); each fold's training rows and test rows are
+5 folds (stratified for classification, seed 0 unless --seed); each fold's training rows and test rows are
 written as CSV files and given to `cascor train --data TRAIN --test TEST --seed FOLD` in a
 subprocess; the table shows the mean test accuracy (R² for diabetes) and mean hidden units.
 
-    python benchmarks/cli_inputs.py [--datasets wine,breast_cancer,diabetes] [--folds 5]
+    python benchmarks/cli_inputs.py [--datasets wine,breast_cancer,diabetes] [--folds 5] [--seed 0]
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def load(name):
     return X, y, "regression" if name == "diabetes" else "classification"
 
 
-def folds(y, task, n):
+def folds(y, task, n, seed):
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    split = StratifiedKFold(n, shuffle=True, random_state=0) if task == "classification" else KFold(
-        n, shuffle=True, random_state=0)
+    split = StratifiedKFold(n, shuffle=True, random_state=seed) if task == "classification" else KFold(
+        n, shuffle=True, random_state=seed)
     return list(split.split(np.zeros(len(y)), y))
 
 
@@ -57,6 +57,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default="wine,breast_cancer,diabetes")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="the folds' seed; fold k's run has seed SEED*100+k")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +66,7 @@ def main():
             key = "test_accuracy" if task == "classification" else "test_r2"
             scores = {v: [] for v in VARIANTS}
             units = {v: [] for v in VARIANTS}
-            for k, (tr, te) in enumerate(folds(y, task, args.folds)):
+            for k, (tr, te) in enumerate(folds(y, task, args.folds, args.seed)):
                 mean, std = X[tr].mean(0), X[tr].std(0)
                 std[std == 0] = 1.0
                 files = {}
@@ -77,7 +78,7 @@ def main():
                         np.savetxt(path, np.column_stack([data, target]), delimiter=",", fmt="%.10g")
                         files[form].append(path)
                 for variant, (form, extra) in VARIANTS.items():
-                    summary = run(*files[form], k, extra)
+                    summary = run(*files[form], args.seed * 100 + k, extra)
                     scores[variant].append(summary[key])
                     units[variant].append(summary["hidden_units"])
             rows.append((name, task, {v: (np.mean(scores[v]), np.mean(units[v])) for v in VARIANTS}))

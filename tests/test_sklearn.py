@@ -18,7 +18,9 @@ WEIGHT_EQUIVALENCE = {"check_sample_weight_equivalence_on_dense_data":
 # "solved" test those rows kept the run growing to its unit limit fitting nothing, and its periodic
 # units extrapolated into regions predicted as the weightless class (84-88 % class 0 where the check
 # asks > 87 %); now the run stops once the wrong rows weigh less than half a row.
-@parametrize_with_checks([CascorClassifier(random_state=0), CascorRegressor(random_state=0)],
+# The checks' data is small, so each fit averages 10 cascades (n_estimators='auto'); max_units=4
+# keeps the fits on their random, unsolvable data to seconds.
+@parametrize_with_checks([CascorClassifier(random_state=0, max_units=4), CascorRegressor(random_state=0, max_units=4)],
                          expected_failed_checks=lambda est: WEIGHT_EQUIVALENCE)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -177,7 +179,7 @@ def test_warm_start_grows_further_when_max_units_rises_and_refuses_other_changes
     clf.set_params(max_units=5).fit(X, y)
     assert clf.n_hidden_units_ > 2 and clf.state_.config.max_units == 5
     # the first two units are the ones fitted before
-    again = CascorClassifier(max_units=2, random_state=0).fit(X, y)
+    again = CascorClassifier(max_units=2, random_state=0, n_estimators=1).fit(X, y)  # (one run, as a warm start)
     assert all(np.array_equal(a.weights, b.weights) for a, b in zip(clf.network_.units, again.network_.units))
     clf.set_params(pool_size=4)
     with pytest.raises(ValueError, match="'pool_size' changed from 32 to 4"):

@@ -161,3 +161,35 @@ class CascadeNetwork:
             )
         net.output_weights.copy_(ow)
         return net
+
+
+def average(networks: list[CascadeNetwork]) -> CascadeNetwork:
+    """One cascade whose output net inputs are the mean of ``networks``' (a bagged ensemble,
+    averaged before the output activation: the mean prediction of linear outputs, the mean logit
+    of a logistic unit, the normalised geometric mean of softmax probabilities).
+
+    Every member's units are installed in turn, each reading the bias, the inputs and its own
+    member's earlier units (zero weights on the other members' columns), so the result is an
+    ordinary :class:`CascadeNetwork`: it predicts, exports and plots like any other, and each
+    unit's column equals its member's. The members must share inputs, outputs and output activation."""
+    if not networks:
+        raise StateError("averaging needs at least one network")
+    first = networks[0]
+    for net in networks[1:]:
+        if (net.n_inputs, net.n_outputs, net.output_activation) != (first.n_inputs, first.n_outputs,
+                                                                   first.output_activation):
+            raise StateError("averaged networks must have the same inputs, outputs and output activation")
+    total = sum(net.n_hidden for net in networks)
+    head = 1 + first.n_inputs
+    out = CascadeNetwork(first.n_inputs, first.n_outputs, first.output_activation, total)
+    weights = torch.zeros(first.n_outputs, head + total, dtype=torch.float64)
+    for net in networks:
+        offset = out.n_hidden  # the columns of earlier members' units, which this member never reads
+        ow = net.output_weights.to(torch.float64)
+        weights[:, :head] += ow[:, :head]
+        weights[:, head + offset: head + offset + net.n_hidden] += ow[:, head:]
+        for unit in net.units:
+            w = torch.cat([unit.weights[:head], torch.zeros(offset, dtype=unit.weights.dtype), unit.weights[head:]])
+            out.units.append(HiddenUnit(w, unit.activation, unit.steepness))
+    out.output_weights.copy_((weights / len(networks)).to(torch.float32))
+    return out

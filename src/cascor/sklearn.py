@@ -95,6 +95,11 @@ INPUT_L2_GRID = (0.0, 0.03, 0.1)
 # the choice was 0 at 2.3x the fit time (44 s -> 102 s). Outside these bounds 'auto' is 0.
 INPUT_L2_AUTO_MIN_HELD_OUT = 200
 INPUT_L2_AUTO_MAX_SAMPLES = 20_000
+# Data too small to hold a share out (early_stopping='auto' holds none) has each cascade grow until
+# its training rows are solved: confident everywhere, and wrong with confidence between them
+# (two-spirals log-loss 1.31). n_estimators='auto' then averages this many cascades, each fitted on
+# a bootstrap resample of the rows, before the output activation (docs/results.md, "Session 13").
+AUTO_ENSEMBLE = 10
 
 
 class _CascorBase(BaseEstimator):
@@ -103,7 +108,8 @@ class _CascorBase(BaseEstimator):
         """Config changes that depend on the classes (the classifier's output activation)."""
 
     def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
-                 refit="auto", tol=None, output_l2=None, max_units=None, pool_size=None, max_epochs=None,
+                 refit="auto", n_estimators="auto", tol=None, output_l2=None, max_units=None, pool_size=None,
+                 max_epochs=None,
                  max_time=None, random_state=None,
                  warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
@@ -116,6 +122,7 @@ class _CascorBase(BaseEstimator):
         self.preset = preset
         self.early_stopping = early_stopping
         self.refit = refit
+        self.n_estimators = n_estimators
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -177,6 +184,22 @@ class _CascorBase(BaseEstimator):
         if self.early_stopping == "auto":
             return n_samples >= AUTO_EARLY_STOPPING_SAMPLES["regressor" if self._regression else "classifier"]
         return bool(self.early_stopping)
+
+    def _n_members(self, n_samples: int) -> int:
+        """How many cascades the fit averages: ``n_estimators``, where 'auto' is
+        :data:`AUTO_ENSEMBLE` for data too small to hold a share out under
+        ``early_stopping='auto'`` on the ``default`` preset, else 1 (a paper preset, an explicit
+        early_stopping, and a warm start -- which continues one run -- keep one cascade)."""
+        n = self.n_estimators
+        if _is_auto(n):
+            small = (self.preset == "default" and _is_auto(self.early_stopping) and not self.warm_start
+                     and not self._uses_validation(n_samples))
+            return AUTO_ENSEMBLE if small else 1
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"the 'n_estimators' parameter must be 'auto' or a positive int; got {n!r} instead")
+        if n > 1 and self.warm_start:
+            raise ValueError("warm_start continues one run: n_estimators must be 1 or 'auto' with warm_start=True")
+        return int(n)
 
     def _estimator_defaults(self) -> dict:
         """What the estimators change on the ``default`` preset: config.RECOMMENDED (an L2
@@ -279,6 +302,12 @@ class _CascorBase(BaseEstimator):
             raise ValueError(f"the 'n_threads' parameter must be None or a positive int; got {self.n_threads!r} instead")
         torch.set_num_threads(int(n))
         try:
+            members = self._n_members(len(X))
+            if members > 1:
+                self.seed_ = _resolve_seed(self.random_state)
+                self._set_ensemble(self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks))
+                self.backend_ = backend.settings()
+                return self
             if self.warm_start and hasattr(self, "state_"):
                 engine = resume(self._continued_state(len(X), targets), X, Y, backend=backend,
                                 sample_weight=sample_weight)
@@ -318,6 +347,60 @@ class _CascorBase(BaseEstimator):
             backend.close()
         self._set_fitted(engine.state, chosen)
         return self
+
+    def _fit_members(self, members: int, X, Y, targets, sample_weight, backend, callbacks):
+        """The member runs of an averaged fit: member k trains on a bootstrap resample of the rows
+        (indices from stream (5, k) of the estimator's seed, its own run seeded from stream
+        (4, k)), to the end of its own growth (on held-out data: its out-of-bag rows, no refit);
+        ``max_time`` is shared out evenly. Callbacks and
+        progress see each member's run in turn, and are finished once, with the last one."""
+        from .candidates import derived_seed
+        from .trainer import run, start
+
+        extra = list(callbacks or ())
+        progress = [_Progress(type(self).__name__)] if self.verbose else []
+        seconds = None if self.max_time is None else self.max_time / members
+        n = len(X)
+        states, status, engine = [], "FAILED", None
+        try:
+            for k in range(members):
+                rows = np.random.default_rng(derived_seed(self.seed_, 5, k)).integers(0, n, n)
+                cfg = self._config(n, targets).replace(seed=derived_seed(self.seed_, 4, k), refit=False)
+                w = None if sample_weight is None else np.asarray(sample_weight)[rows]
+                held = None
+                if cfg.validation_fraction > 0:
+                    # a member with held-out data validates on its out-of-bag rows (a share of its
+                    # own resample would hold copies of its training rows)
+                    oob = np.setdiff1d(np.arange(n), rows)
+                    if len(oob) and (sample_weight is None or np.asarray(sample_weight)[oob].sum() > 0):
+                        held = (X[oob], Y[oob]) + (() if sample_weight is None else (np.asarray(sample_weight)[oob],))
+                    else:
+                        cfg = cfg.replace(validation_fraction=0.0)
+                engine = start(cfg, X[rows], Y[rows], backend=backend, targets=targets, sample_weight=w,
+                               validation=held)
+                run(engine, stop_at_epoch=self.max_epochs, max_seconds=seconds, callbacks=progress + extra)
+                states.append(engine.state)
+            status = "FINISHED" if all(st.done for st in states) else "KILLED"
+        finally:
+            for cb in extra:
+                if hasattr(cb, "finish") and engine is not None:
+                    cb.finish(engine.state, status)
+        return states
+
+    def _set_ensemble(self, states) -> None:
+        """An averaged fit's attributes: ``network_`` is the members' average (one cascade,
+        :func:`cascor.network.average`), ``members_`` their training states; the per-run
+        attributes (``state_``, ``history_``, ``loss_curve_``) describe the first member."""
+        from .network import average
+
+        self._set_fitted(states[0])
+        self.input_l2_scores_ = None  # (no held-out data to choose on, or each member's own)
+        self.members_ = list(states)
+        self.n_estimators_ = len(states)
+        self.network_ = average([st.best_network() for st in states])
+        self.n_hidden_units_ = self.best_n_units_ = self.network_.n_hidden
+        self.converged_ = all(st.status in ("solved", "early_stopped") for st in states)
+        self.n_iter_ = sum(st.counters.epoch for st in states)
 
     def _continued_state(self, n_samples: int, targets: dict):
         """The fitted run, for a warm start: the same config, or a larger max_units (the run grows
@@ -363,6 +446,8 @@ class _CascorBase(BaseEstimator):
         self.best_validation_score_ = v.best_score if v is not None and v.best_n_units >= 0 else None
         self.best_n_units_ = v.best_n_units if v is not None and v.best_n_units >= 0 else self.network_.n_hidden
         self.input_l2_ = state.config.input_l2
+        self.members_ = [state]
+        self.n_estimators_ = 1
 
     def _outputs(self, X):
         import torch
@@ -378,6 +463,10 @@ class _CascorBase(BaseEstimator):
         from .snapshot import save
 
         check_is_fitted(self, "state_")
+        if getattr(self, "n_estimators_", 1) > 1:
+            raise ValueError(f"this fit averages {self.n_estimators_} cascades (n_estimators); a snapshot holds one "
+                             "run: fit with n_estimators=1 to save it, or export the averaged network "
+                             "(cascor.export)")
         self.state_.targets = dict(self.state_.targets, scaling=getattr(self, "_scaling", None))
         return save(self.state_, path)
 

@@ -333,7 +333,8 @@ def test_warm_start_from_a_snapshot_with_another_output_activation(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 2))
     y = (X[:, 0] > 0).astype(int)
-    clf = CascorClassifier(max_units=2, overrides={"output_activation": "asymmetric_sigmoid"}, random_state=0)
+    clf = CascorClassifier(max_units=2, overrides={"output_activation": "asymmetric_sigmoid"}, random_state=0,
+                           n_estimators=1)  # (a snapshot holds one run)
     clf.fit(X, y)
     clf.save_snapshot(str(tmp_path / "c.h5"))
     warm = CascorClassifier.from_snapshot(str(tmp_path / "c.h5"), warm_start=True)

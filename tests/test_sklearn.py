@@ -233,3 +233,78 @@ def test_rows_weighted_near_zero_do_not_keep_a_run_growing():
     assert light.state_.status == "solved" and light.n_hidden_units_ < 6
     assert light.state_.counters.error_bits > 0  # the light rows are still wrong, and counted
     assert np.mean(light.predict(X[10:]) == y[10:]) == 1.0
+
+
+def test_average_is_one_cascade_whose_net_inputs_are_the_members_mean():
+    import torch
+
+    from cascor.errors import StateError
+    from cascor.network import average
+
+    ds = two_spirals()
+    members = [CascorClassifier(random_state=k, max_units=3, n_estimators=1, early_stopping=False).fit(ds.X, ds.y)
+               for k in range(3)]
+    nets = [m.network_ for m in members]
+    avg = average(nets)
+    assert avg.n_hidden == sum(n.n_hidden for n in nets) and avg.output_activation == nets[0].output_activation
+    X = torch.as_tensor(ds.X)
+    with torch.no_grad():
+        values = avg.values(X, torch.float64)
+        mean = sum(n.values(X, torch.float64) @ n.output_weights.t().double() for n in nets) / 3
+        np.testing.assert_allclose((values @ avg.output_weights.t().double()).numpy(), mean.numpy(), atol=1e-5)
+        col = 3 + nets[0].n_hidden  # the second member's first unit: its own column, unchanged
+        np.testing.assert_array_equal(values[:, col].numpy(), nets[1].values(X, torch.float64)[:, 3].numpy())
+    wider = CascorClassifier(random_state=0, max_units=1, n_estimators=1).fit(np.hstack([ds.X, ds.X]), ds.y)
+    with pytest.raises(StateError, match="same inputs"):
+        average([nets[0], wider.network_])
+
+
+def test_small_data_averages_bootstrap_cascades_and_everything_reads_the_average(tmp_path):
+    """n_estimators='auto': data too small to hold a share out (two-spirals, 194 rows) averages
+    AUTO_ENSEMBLE cascades, each on a bootstrap resample; predict, predict_proba and the export
+    all use the one averaged network; a fit is a function of its seed."""
+    from cascor.exporters.model import model_from
+    from cascor.sklearn import AUTO_ENSEMBLE
+
+    ds = two_spirals()
+    clf = CascorClassifier(random_state=1, max_units=4).fit(ds.X, ds.y)
+    assert clf.n_estimators_ == AUTO_ENSEMBLE == len(clf.members_)
+    assert len({m.data_digest for m in clf.members_}) == AUTO_ENSEMBLE  # every member its own resample
+    assert clf.n_hidden_units_ == sum(m.network.n_hidden for m in clf.members_) == clf.network_.n_hidden
+    import torch
+
+    rows = torch.as_tensor(ds.X, dtype=torch.float64)
+    mean = np.mean([m.best_network().values(rows, torch.float64).numpy()
+                    @ m.best_network().output_weights.double().numpy().T for m in clf.members_], axis=0)
+    np.testing.assert_allclose(clf.decision_function(ds.X), mean[:, 0], atol=1e-5)
+    p = clf.predict_proba(ds.X)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(model_from(clf).predict_proba(ds.X), p, atol=1e-9)
+    again = CascorClassifier(random_state=1, max_units=4).fit(ds.X, ds.y)
+    np.testing.assert_array_equal(again.predict_proba(ds.X), p)
+    with pytest.raises(ValueError, match="averages 10 cascades"):
+        clf.save_snapshot(str(tmp_path / "x.h5"))
+    # one cascade: held-out data (>= 300 rows), an explicit early_stopping, a paper preset, a warm start
+    X, y = make_moons(300, noise=0.2, random_state=0)
+    for kw in ({}, {"early_stopping": False}, {"preset": "cascor1c"}, {"warm_start": True}):
+        data = (X, y) if not kw else (X[:100], y[:100])
+        assert CascorClassifier(random_state=0, max_units=1, **kw).fit(*data).n_estimators_ == 1, kw
+    for bad in (0, -1, 2.5, True, "some"):
+        with pytest.raises(ValueError, match="n_estimators"):
+            CascorClassifier(n_estimators=bad).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="warm_start continues one run"):
+        CascorClassifier(n_estimators=2, warm_start=True).fit(X[:50], y[:50])
+
+
+def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_bag_rows():
+    from cascor.candidates import derived_seed
+
+    X, y = make_moons(400, noise=0.3, random_state=0)
+    reg = CascorRegressor(random_state=0, n_estimators=3, max_units=3).fit(X, y.astype(float))
+    for k, member in enumerate(reg.members_):
+        v = member.validation
+        assert v is not None and v.index is None  # separate held-out rows: the out-of-bag ones
+        drawn = np.random.default_rng(derived_seed(reg.seed_, 5, k)).integers(0, 400, 400)
+        assert v.n_patterns == 400 - len(np.unique(drawn))
+        assert member.config.refit is False
+    assert np.isfinite(reg.predict(X)).all()

@@ -6,7 +6,9 @@ attributes end in ``_``. ``random_state`` is resolved once, on the first fit, in
 which cascor never touches). ``max_epochs`` caps the cumulative epochs of a fit; with
 ``warm_start=True`` the next ``fit`` on the same data continues the same run exactly
 where it stopped. ``save_snapshot`` / ``from_snapshot`` round-trip a fitted estimator
-through a verified HDF5 snapshot. ``backend`` / ``n_jobs`` / ``scheduler`` choose where
+through a verified HDF5 snapshot (a fit of one run). ``n_estimators`` ('auto': 10 on data too
+small to hold a share out) averages cascades fitted on bootstrap resamples into one network
+(``network_``, the members' runs in ``members_``). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
 candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--workers``/
 ``--scheduler``); they change the time a fit takes, never the fitted model.
 """
@@ -109,8 +111,7 @@ class _CascorBase(BaseEstimator):
 
     def __init__(self, preset="default", *, early_stopping="auto", validation_fraction=None, n_iter_no_change=None,
                  refit="auto", n_estimators="auto", tol=None, output_l2=None, max_units=None, pool_size=None,
-                 max_epochs=None,
-                 max_time=None, random_state=None,
+                 max_epochs=None, max_time=None, random_state=None,
                  warm_start=False, verbose=0, n_threads=None, backend="local", n_jobs=None, scheduler=None,
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
                  output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
@@ -351,8 +352,8 @@ class _CascorBase(BaseEstimator):
     def _fit_members(self, members: int, X, Y, targets, sample_weight, backend, callbacks):
         """The member runs of an averaged fit: member k trains on a bootstrap resample of the rows
         (indices from stream (5, k) of the estimator's seed, its own run seeded from stream
-        (4, k)), to the end of its own growth (on held-out data: its out-of-bag rows, no refit);
-        ``max_time`` is shared out evenly. Callbacks and
+        (4, k)), to the end of its own growth (with held-out data: on its out-of-bag rows, no
+        refit, and ``input_l2='auto'`` is 0); ``max_time`` is shared out evenly. Callbacks and
         progress see each member's run in turn, and are finished once, with the last one."""
         from .candidates import derived_seed
         from .trainer import run, start

@@ -306,8 +306,8 @@ def _extra_data(path, target, ds, what):
 @_validation_options
 @_train_options
 @_tracking_options
-def train(dataset, data, target, preset, sets, seed, out, resume_flag, scale_inputs, validation_fraction, validation_file,
-          early_stopping, n_iter_no_change, refit, test_file, stop_after, checkpoint_every, keep_last,
+def train(dataset, data, target, preset, sets, seed, out, resume_flag, scale_inputs, validation_fraction,
+          validation_file, early_stopping, n_iter_no_change, refit, test_file, stop_after, checkpoint_every, keep_last,
           as_json, quiet, backend, workers, threads, scheduler, tracking):
     """Train a network; writes OUT/final.h5 (and checkpoints, OUT/latest.h5)."""
     from . import config as cfgmod

@@ -153,7 +153,7 @@ def decode_state(raw: RawSnapshot) -> dict:
         "targets": m["targets"],
         "data_digest": m["data_digest"],
         "validation": validation,
-        "input_scaling": {"mean": np.array(a["inputs/mean"], copy=True), "scale": np.array(a["inputs/scale"], copy=True)}
+        "input_scaling": {k: np.array(a[f"inputs/{k}"], copy=True) for k in ("mean", "scale")}
         if m["input_scaling"] else None,
     }
 

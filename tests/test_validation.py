@@ -460,12 +460,19 @@ def test_cli_default_preset_trains_as_the_estimators_do(tmp_path):
         assert "validation_accuracy" not in summary and not summary.get("refitted"), name
         assert not state.refitted and state.validation is None and state.config.validation_fraction == 0.0, name
         assert state.config.output_loss == ("squared" if name == "paper" else "cross_entropy"), name
-    _, state = train("iris", "--dataset", "iris")
-    assert (state.config.output_loss, state.config.output_activation) == ("cross_entropy", "softmax")
-    _, state = train("squared", "--dataset", "iris", "--set", "output_loss=squared")
-    assert (state.config.output_loss, state.config.output_activation) == ("squared", "symmetric_sigmoid")
-    _, state = train("tanh", "--dataset", "iris", "--set", "output_activation=tanh")  # chosen for squared error
-    assert (state.config.output_loss, state.config.output_activation) == ("squared", "tanh")
+    # what --set does to the recommended outputs (the config `cascor train` builds, in-process: the
+    # runs above cover the command line's wiring)
+    from cascor import workflow
+    from cascor.config import preset
+    from cascor.datasets import load_dataset
+
+    iris = load_dataset("iris")
+    for sets, expected in (((), ("cross_entropy", "softmax")),
+                           (("output_loss=squared",), ("squared", "symmetric_sigmoid")),
+                           (("output_activation=tanh",), ("squared", "tanh"))):  # (tanh: chosen for squared error)
+        cfg = workflow.adapt_config(preset("default").with_overrides(sets), iris,
+                                    {s.partition("=")[0] for s in sets}, recommended=True)
+        assert (cfg.output_loss, cfg.output_activation) == expected, sets
     summary, state = train("reg", "--data", str(reg))
     assert summary["refitted"] and "validation_r2" in summary
     assert state.config.error_index_threshold == 0.01

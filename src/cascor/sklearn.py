@@ -60,6 +60,11 @@ def _is_auto(value) -> bool:
     return isinstance(value, str) and value == "auto"
 
 
+def _writable(X: np.ndarray) -> np.ndarray:
+    """``X``, copied if read-only (a memory map): torch warns on tensors over read-only memory."""
+    return X if X.flags.writeable else X.copy()
+
+
 def _resolve_seed(random_state) -> int:
     if random_state is None:
         return secrets.randbits(63)
@@ -456,7 +461,7 @@ class _CascorBase(BaseEstimator):
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         with torch.no_grad():
-            return self.network_(torch.as_tensor(X), dtype=torch.float64).numpy()
+            return self.network_(torch.as_tensor(_writable(X)), dtype=torch.float64).numpy()
 
     # -- snapshots -------------------------------------------------------------------------
     def save_snapshot(self, path: str) -> str:
@@ -567,7 +572,7 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
         with torch.no_grad():
-            net = self.network_.values(torch.as_tensor(X), dtype=torch.float64) @ \
+            net = self.network_.values(torch.as_tensor(_writable(X)), dtype=torch.float64) @ \
                 self.network_.output_weights.t().to(torch.float64)
         net = net.numpy()
         return net[:, 0] if len(self.classes_) == 2 else net

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cascor import snapshot, trainer
-from cascor.errors import StateError
+from cascor.errors import DataError, StateError
 from cascor.inputs import InputScaling
 
 
@@ -60,7 +60,7 @@ def test_a_scaled_run_saves_loads_and_resumes_bit_exactly(tmp_path, spirals):
     cont = trainer.resume(loaded, loaded.input_scaling.apply(raw), Y)
     trainer.run(cont)
     assert snapshot.save(cont.state, str(tmp_path / "a.h5")) == snapshot.save(reference.state, str(tmp_path / "b.h5"))
-    with pytest.raises(Exception, match="input scaling has 2 columns; the data has 3"):
+    with pytest.raises(DataError, match="input scaling has 2 columns; the data has 3"):
         trainer.start(cfg, np.zeros((4, 3), np.float32), Y[:4], input_scaling=scaling)
 
 

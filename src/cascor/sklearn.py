@@ -27,17 +27,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .activations import ACTIVATION_SPECS
-from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, RECOMMENDED, REGRESSION_OUTPUT_STEP,
+from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, REGRESSION_OUTPUT_STEP,
                      VALIDATED_ERROR_INDEX_THRESHOLD, CascorConfig, cross_entropy_output, recommended)
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError, StateError
 
 
-# config.RECOMMENDED (as the CLI's default preset), and input_l2 chosen on held-out data.
+# What the estimators add on the default preset besides config.recommended (the CLI's outputs):
+# input_l2 chosen on held-out data.
 ESTIMATOR_EXTRAS = {"input_l2": "auto"}
-ESTIMATOR_DEFAULTS = {"classifier": {**RECOMMENDED["classification"], **ESTIMATOR_EXTRAS},
-                      "regressor": {**RECOMMENDED["regression"], **ESTIMATOR_EXTRAS}}
 
 
 class _Progress:
@@ -367,23 +366,23 @@ class _CascorBase(BaseEstimator):
         progress = [_Progress(type(self).__name__)] if self.verbose else []
         seconds = None if self.max_time is None else self.max_time / members
         n = len(X)
+        sw = None if sample_weight is None else np.asarray(sample_weight)
         states, status, engine = [], "FAILED", None
         try:
             for k in range(members):
                 rows = np.random.default_rng(derived_seed(self.seed_, 5, k)).integers(0, n, n)
                 cfg = self._config(n, targets).replace(seed=derived_seed(self.seed_, 4, k), refit=False)
-                w = None if sample_weight is None else np.asarray(sample_weight)[rows]
                 held = None
                 if cfg.validation_fraction > 0:
                     # a member with held-out data validates on its out-of-bag rows (a share of its
                     # own resample would hold copies of its training rows)
                     oob = np.setdiff1d(np.arange(n), rows)
-                    if len(oob) and (sample_weight is None or np.asarray(sample_weight)[oob].sum() > 0):
-                        held = (X[oob], Y[oob]) + (() if sample_weight is None else (np.asarray(sample_weight)[oob],))
+                    if len(oob) and (sw is None or sw[oob].sum() > 0):
+                        held = (X[oob], Y[oob]) if sw is None else (X[oob], Y[oob], sw[oob])
                     else:
                         cfg = cfg.replace(validation_fraction=0.0)
-                engine = start(cfg, X[rows], Y[rows], backend=backend, targets=targets, sample_weight=w,
-                               validation=held)
+                engine = start(cfg, X[rows], Y[rows], backend=backend, targets=targets,
+                               sample_weight=None if sw is None else sw[rows], validation=held)
                 run(engine, stop_at_epoch=self.max_epochs, max_seconds=seconds, callbacks=progress + extra)
                 states.append(engine.state)
             status = "FINISHED" if all(st.done for st in states) else "KILLED"

@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real subprocesses, real files."""
+"""The command line as a user runs it: real subprocesses (in this process where only the command's
+own code is under test: cliutil), real files."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import sys
 import time
 
 import pytest
+from cliutil import cascor_here, last_json
 
 
 def cascor(*args, check=True, env=None):
@@ -22,10 +24,6 @@ def snapshot_format_version():
     from cascor.snapshot.format import version_string
 
     return version_string()
-
-
-def last_json(proc):
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +46,11 @@ def test_train_writes_final_snapshot_and_json_summary(run_dir):
 
 def test_evaluate_and_plots(run_dir, tmp_path):
     out, summary = run_dir
-    ev = last_json(cascor("evaluate", str(out / "final.h5"), "--dataset", "two-spirals", "--json"))
+    ev = last_json(cascor_here("evaluate", str(out / "final.h5"), "--dataset", "two-spirals", "--json", check=True))
     assert ev["accuracy"] == 1.0 and ev["hidden_units"] == summary["hidden_units"] and "test_accuracy" in ev
     for kind in ("boundary", "history", "network"):
         png = tmp_path / f"{kind}.png"
-        cascor("plot", str(out / "final.h5"), "--out", str(png), "--kind", kind)
+        cascor_here("plot", str(out / "final.h5"), "--out", str(png), "--kind", kind, check=True)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -100,11 +98,11 @@ def test_keep_last_during_training(tmp_path):
 def test_stop_after_then_train_resume_flag_continues(tmp_path, run_dir):
     _, full = run_dir
     out = tmp_path / "run"
-    part = last_json(cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
-                            "--out", str(out), "--stop-after", "500", "--json"))
+    part = last_json(cascor_here("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
+                                 "--out", str(out), "--stop-after", "500", "--json", check=True))
     assert part["epochs"] == 500 and not part["finished"]
-    rest = last_json(cascor("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
-                            "--out", str(out), "--resume", "--json"))
+    rest = last_json(cascor_here("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
+                                 "--out", str(out), "--resume", "--json", check=True))
     assert rest["epochs"] == full["epochs"] and rest["hidden_units"] == full["hidden_units"]
 
 
@@ -165,12 +163,12 @@ def test_csv_data_file_end_to_end(tmp_path):
     rows = ["x1,x2,label"] + [f"{a},{b},{'on' if (a > 0) != (b > 0) else 'off'}"
                               for a in (-1, -0.5, 0.5, 1) for b in (-1, -0.6, 0.6, 1)]
     f.write_text("\n".join(rows) + "\n")
-    s = last_json(cascor("train", "--data", str(f), "--target", "label", "--preset", "cascor1c", "--seed", "3",
-                         "--out", str(tmp_path / "run"), "--json"))
+    s = last_json(cascor_here("train", "--data", str(f), "--target", "label", "--preset", "cascor1c", "--seed", "3",
+                              "--out", str(tmp_path / "run"), "--json", check=True))
     assert s["solved"] and s["train_accuracy"] == 1.0
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,y\n1,2,0\n1,oops,1\n")
-    p = cascor("train", "--data", str(bad), "--out", str(tmp_path / "r2"), check=False)
+    p = cascor_here("train", "--data", str(bad), "--out", str(tmp_path / "r2"))
     assert p.returncode == 1 and "'oops' is not a number" in p.stderr
 
 
@@ -212,15 +210,16 @@ def test_data_and_output_mistakes_are_one_line(tmp_path):
         (["train", "--dataset", "xor", "--out", "a-file/run"], "cannot create run directory"),
         (["config", "--preset", "nope"], "unknown preset 'nope'"),
     ]
-    for args, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True, cwd=tmp_path,
-                              timeout=60)
+    for i, (args, message) in enumerate(cases):
+        # the first through `python -m cascor`, the rest in this process (the same click group)
+        proc = (subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True, cwd=tmp_path,
+                               timeout=60) if i == 0 else cascor_here(*args, cwd=tmp_path))
         assert proc.returncode == 1, (args, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
-    cascor("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "r"), "-q")
-    proc = cascor("plot", str(tmp_path / "r" / "final.h5"), "--kind", "history", "--out",
-                  str(tmp_path / "missing" / "h.png"), check=False)
+    cascor_here("train", "--dataset", "xor", "--preset", "cascor1c", "--out", str(tmp_path / "r"), "-q", check=True)
+    proc = cascor_here("plot", str(tmp_path / "r" / "final.h5"), "--kind", "history", "--out",
+                       str(tmp_path / "missing" / "h.png"))
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from cliutil import cascor_here
 
 from cascor import snapshot, trainer
 from cascor.config import preset
@@ -212,18 +213,23 @@ def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path):
 # -- one run per directory ---------------------------------------------------------------------
 
 def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    # (in this process: a refusal is the command's own code; _train_into's subprocesses are for faults)
+    def train(out, *extra):
+        return cascor_here("train", "--dataset", "two-spirals", "--preset", "fahlman-spirals", "--seed", "1",
+                           "--checkpoint-every", "5", "-q", "--out", str(out), *extra)
+
     out = tmp_path / "s1"
-    assert _train_into(out, "--stop-after", "20").returncode == 0
+    assert train(out, "--stop-after", "20").returncode == 0
     before = sorted(os.listdir(out))
-    line = one_line_error(_train_into(out), "already holds another run", "--resume", "pass a new --out")
+    line = one_line_error(train(out), "already holds another run", "--resume", "pass a new --out")
     assert sorted(os.listdir(out)) == before, line
     # A snapshot of another run resumed into it: refused too.
     other = tmp_path / "s2"
-    assert _train_into(other, "--stop-after", "20", "--seed", "2").returncode == 0
-    one_line_error(cascor("resume", str(other / "latest.h5"), "--out", str(out), "-q"), "already holds another run")
+    assert train(other, "--stop-after", "20", "--seed", "2").returncode == 0
+    one_line_error(cascor_here("resume", str(other / "latest.h5"), "--out", str(out), "-q"), "already holds another run")
     assert sorted(os.listdir(out)) == before
     # Continuing the run itself works.
-    assert _train_into(out, "--resume").returncode == 0
+    assert train(out, "--resume").returncode == 0
     assert os.path.exists(out / "final.h5")
 
 

@@ -2,12 +2,9 @@
 keeps the map in the training state, and every reader of data (resume, evaluate, plot, the
 service, the exports) applies it, so all of them take the file's own columns."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from cliutil import cascor_here, last_json
 
 from cascor import snapshot, trainer
 from cascor.errors import DataError, StateError
@@ -90,13 +87,7 @@ def test_a_file_older_than_1_5_must_not_carry_the_scaling_and_a_1_5_file_must(tm
 
 
 def _cascor(*args):
-    proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def _last_json(proc):
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return cascor_here(*args, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +116,13 @@ def test_cli_standardises_a_data_file_and_every_command_reads_its_own_columns(ra
     out = tmp_path / "run"
     proc = _cascor("train", "--data", str(paths["train"]), "--test", str(paths["test"]), "--out", str(out),
                    "--json", "-q")
-    summary = _last_json(proc)
+    summary = last_json(proc)
     assert "warning" not in proc.stderr
     assert summary["test_accuracy"] >= 0.9, summary  # raw columns as they are: .50-.63 (docs/results.md)
     state = snapshot.load(str(out / "final.h5")).state
     assert state.input_scaling == InputScaling.fit(np.loadtxt(paths["train"], delimiter=",")[:, :-1])
 
-    ev = _last_json(_cascor("evaluate", str(out / "final.h5"), "--data", str(paths["test"]), "--json"))
+    ev = last_json(_cascor("evaluate", str(out / "final.h5"), "--data", str(paths["test"]), "--json"))
     assert ev["accuracy"] == summary["test_accuracy"]
 
     from cascor.inference import load

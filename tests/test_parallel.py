@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from cliutil import cascor_here, last_json
 
 from cascor import snapshot, trainer
 from cascor.config import preset
@@ -459,15 +460,18 @@ def test_cli_dask_run_resumes_on_local_backend_identically(tmp_path):
               "--set", "candidate_block=8", "--set", "max_units=3", "--json", "-q"]
 
     def cli(*args):
-        proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        # the Dask run in a process of its own (its cluster's processes and logging); the local
+        # ones in this process (cliutil)
+        if "dask" in args:
+            proc = subprocess.run([sys.executable, "-m", "cascor", *args], capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+            return last_json(proc)
+        return last_json(cascor_here(*args, check=True))
 
     full = cli("train", *common, "--out", str(tmp_path / "local"))
     part = cli("train", *common, "--out", str(tmp_path / "dask"), "--backend", "dask", "--workers", "2",
                "--stop-after", "60")
-    info = json.loads(subprocess.run([sys.executable, "-m", "cascor", "snapshot", "inspect", part["snapshot"], "--json"],
-                                     capture_output=True, text=True).stdout)
+    info = last_json(cascor_here("snapshot", "inspect", part["snapshot"], "--json", check=True))
     assert info["backend"] == {"name": "dask", "workers": 2, "scheduler": None}
     rest = cli("resume", part["snapshot"], "--out", str(tmp_path / "dask"), "--backend", "local", "--json", "-q")
     assert (rest["epochs"], rest["hidden_units"]) == (full["epochs"], full["hidden_units"])

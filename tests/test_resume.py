@@ -214,7 +214,7 @@ def test_dropping_any_component_breaks_exact_resume(spirals, phase, table, varia
     for changes in variants:
         reference, stops = _stops_in(preset("fahlman-spirals").replace(seed=1, **changes), *spirals, phase, 12)
         assert len(stops) >= 6
-        for saved in stops:  # control: untouched states resume exactly
+        for saved in stops[::4]:  # control: untouched states resume exactly (every stop: the sweeps above)
             control = trainer.resume(TrainState.from_state_dict(copy.deepcopy(saved)), *spirals)
             trainer.run(control)
             assert _same(control.state.state_dict(), reference)

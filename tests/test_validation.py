@@ -1,12 +1,9 @@
 """Held-out data: the split, early stopping, rollback to the best prefix, numerical safety."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from cliutil import cascor_here, last_json
 from sklearn.datasets import make_moons
 
 from cascor import snapshot, trainer
@@ -152,20 +149,13 @@ def test_a_diverging_run_stops_with_a_clear_error_and_the_regressor_default_is_s
 
 def test_cli_validation_split_summary_and_evaluate_labels(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--dataset", "two-spirals", "--out", str(out),
-                           "--early-stopping", "--seed", "3", "--json", "-q"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)
+    summary = _cli("train", "--dataset", "two-spirals", "--out", str(out), "--early-stopping", "--seed", "3")
     assert {"train_accuracy", "validation_accuracy", "test_accuracy", "best_hidden_units"} <= set(summary)
     assert summary["hidden_units"] == summary["best_hidden_units"] <= summary["grown_units"]
-    proc = subprocess.run([sys.executable, "-m", "cascor", "evaluate", str(out / "final.h5"), "--json"],
-                          capture_output=True, text=True)
-    scores = json.loads(proc.stdout)
+    scores = _cli("evaluate", str(out / "final.h5"), quiet=False)
     assert scores["validation_accuracy"] == pytest.approx(summary["validation_accuracy"])
     assert scores["train_accuracy"] == pytest.approx(summary["train_accuracy"])
-    proc = subprocess.run([sys.executable, "-m", "cascor", "evaluate", str(out / "final.h5"), "--json",
-                           "--dataset", "two-spirals"], capture_output=True, text=True)
-    named = json.loads(proc.stdout)
+    named = _cli("evaluate", str(out / "final.h5"), "--dataset", "two-spirals", quiet=False)
     assert "accuracy" in named and "train_accuracy" not in named  # data named by the user is not "train"
 
 
@@ -173,9 +163,8 @@ def test_cli_diverging_regression_is_one_line(tmp_path):
     data = tmp_path / "d.csv"
     X, Y = _robot_like()
     np.savetxt(data, np.column_stack([X, Y[:, 0]]), delimiter=",")
-    proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--data", str(data), "--out", str(tmp_path / "o"),
-                           "--set", "output_step=patterns", "--set", "output_epsilon=1.0", "-q"], capture_output=True,
-                          text=True)
+    proc = cascor_here("train", "--data", str(data), "--out", str(tmp_path / "o"), "--set", "output_step=patterns",
+                       "--set", "output_epsilon=1.0", "-q")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: training diverged") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -286,14 +275,8 @@ def test_estimator_refit_keeps_the_chosen_size_and_units():
 
 
 def _cli(*args, quiet=True):
-    """The CLI in this process (real files; a subprocess would add ~5 s of imports per call)."""
-    from click.testing import CliRunner
-
-    from cascor.cli import main
-
-    result = CliRunner().invoke(main, [*args, "--json"] + (["-q"] if quiet else []), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """``cascor ARGS --json`` in this process (cliutil): its JSON summary."""
+    return last_json(cascor_here(*args, "--json", *(["-q"] if quiet else []), check=True))
 
 
 def test_cli_refits_by_default_reports_the_chosen_networks_held_out_score_and_resumes_identically(tmp_path):
@@ -326,8 +309,7 @@ def test_cli_refits_by_default_reports_the_chosen_networks_held_out_score_and_re
     scores = _cli("evaluate", whole["snapshot"], quiet=False)
     assert scores["refitted"] and scores["validation_accuracy"] == whole["validation_accuracy"]
     assert scores["train_accuracy"] == pytest.approx(whole["train_accuracy"])
-    proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--dataset", "iris", "--refit", "--out",
-                           str(tmp_path / "none")], capture_output=True, text=True)
+    proc = cascor_here("train", "--dataset", "iris", "--refit", "--out", str(tmp_path / "none"))
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: --refit needs held-out")
 
 
@@ -443,10 +425,8 @@ def test_cli_default_preset_trains_as_the_estimators_do(tmp_path):
 
     def train(name, *args):
         out = tmp_path / name
-        proc = subprocess.run([sys.executable, "-m", "cascor", "train", "--out", str(out), "--seed", "1", "--json",
-                               "-q", "--set", "max_units=3", *args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout), snapshot.load(str(out / "final.h5")).state
+        summary = _cli("train", "--out", str(out), "--seed", "1", "--set", "max_units=3", *args)
+        return summary, snapshot.load(str(out / "final.h5")).state
 
     summary, state = train("auto", "--data", str(big))
     assert summary["refitted"] and "validation_accuracy" in summary
@@ -460,8 +440,7 @@ def test_cli_default_preset_trains_as_the_estimators_do(tmp_path):
         assert "validation_accuracy" not in summary and not summary.get("refitted"), name
         assert not state.refitted and state.validation is None and state.config.validation_fraction == 0.0, name
         assert state.config.output_loss == ("squared" if name == "paper" else "cross_entropy"), name
-    # what --set does to the recommended outputs (the config `cascor train` builds, in-process: the
-    # runs above cover the command line's wiring)
+    # what --set does to the recommended outputs (the config `cascor train` builds)
     from cascor import workflow
     from cascor.config import preset
     from cascor.datasets import load_dataset

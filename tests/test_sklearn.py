@@ -123,8 +123,8 @@ def test_early_stopping_attributes_threads_and_auto_threshold():
 
     X, y = make_moons(400, noise=0.3, random_state=0)
     threads = torch.get_num_threads()
-    assert CascorClassifier(random_state=0).fit(X, y).refitted_  # 400 >= 300: auto holds out data, then refits
-    clf = CascorClassifier(random_state=0, refit=False).fit(X, y)  # (the run that chose, as it ended)
+    assert CascorClassifier(random_state=0, n_estimators=1).fit(X, y).refitted_  # 400 >= 300: held out, refit
+    clf = CascorClassifier(random_state=0, refit=False, n_estimators=1).fit(X, y)  # (the run that chose, as it ended)
     assert torch.get_num_threads() == threads  # the caller's setting is restored
     assert clf.state_.validation is not None and clf.state_.config.validation_fraction == 0.2
     assert clf.best_n_units_ == clf.n_hidden_units_ and len(clf.validation_scores_) == len(clf.loss_curve_)
@@ -138,8 +138,9 @@ def test_early_stopping_attributes_threads_and_auto_threshold():
 
 def test_a_budget_stop_predicts_with_the_best_network_seen():
     X, y = make_moons(600, noise=0.3, random_state=1)
-    full = CascorClassifier(random_state=0, n_iter_no_change=0, max_units=12).fit(X, y)
-    cut = CascorClassifier(random_state=0, n_iter_no_change=0, max_units=12, max_epochs=full.n_iter_ // 2).fit(X, y)
+    one = {"random_state": 0, "n_iter_no_change": 0, "max_units": 12, "n_estimators": 1}
+    full = CascorClassifier(**one).fit(X, y)
+    cut = CascorClassifier(**one, max_epochs=full.n_iter_ // 2).fit(X, y)
     assert not cut.state_.done and cut.network_.n_hidden == cut.best_n_units_ <= cut.state_.network.n_hidden
     scores = cut.validation_scores_
     assert cut.best_validation_score_ == max(scores)
@@ -264,7 +265,7 @@ def test_small_data_averages_bootstrap_cascades_and_everything_reads_the_average
     AUTO_ENSEMBLE cascades, each on a bootstrap resample; predict, predict_proba and the export
     all use the one averaged network; a fit is a function of its seed."""
     from cascor.exporters.model import model_from
-    from cascor.sklearn import AUTO_ENSEMBLE
+    from cascor.sklearn import AUTO_ENSEMBLE, AUTO_ENSEMBLE_HELD_OUT, AUTO_ENSEMBLE_MAX_SAMPLES
 
     ds = two_spirals()
     clf = CascorClassifier(random_state=1, max_units=4).fit(ds.X, ds.y)
@@ -284,11 +285,17 @@ def test_small_data_averages_bootstrap_cascades_and_everything_reads_the_average
     np.testing.assert_array_equal(again.predict_proba(ds.X), p)
     with pytest.raises(ValueError, match="averages 10 cascades"):
         clf.save_snapshot(str(tmp_path / "x.h5"))
-    # one cascade: held-out data (>= 300 rows), an explicit early_stopping, a paper preset, a warm start
+    # held-out data (>= 300 rows): AUTO_ENSEMBLE_HELD_OUT for the classifier, one cascade for the
+    # regressor, past AUTO_ENSEMBLE_MAX_SAMPLES, and for an explicit early_stopping, a paper preset
+    # or a warm start
     X, y = make_moons(300, noise=0.2, random_state=0)
-    for kw in ({}, {"early_stopping": False}, {"preset": "cascor1c"}, {"warm_start": True}):
-        data = (X, y) if not kw else (X[:100], y[:100])
-        assert CascorClassifier(random_state=0, max_units=1, **kw).fit(*data).n_estimators_ == 1, kw
+    assert CascorClassifier(random_state=0, max_units=1).fit(X, y).n_estimators_ == AUTO_ENSEMBLE_HELD_OUT
+    assert CascorRegressor(random_state=0, max_units=1).fit(X, y.astype(float)).n_estimators_ == 1
+    for kw in ({"early_stopping": False}, {"preset": "cascor1c"}, {"warm_start": True}):
+        assert CascorClassifier(random_state=0, max_units=1, **kw).fit(X[:100], y[:100]).n_estimators_ == 1, kw
+    big = CascorClassifier()
+    assert big._n_members(AUTO_ENSEMBLE_MAX_SAMPLES) == AUTO_ENSEMBLE_HELD_OUT
+    assert big._n_members(AUTO_ENSEMBLE_MAX_SAMPLES + 1) == 1
     for bad in (0, -1, 2.5, True, "some"):
         with pytest.raises(ValueError, match="n_estimators"):
             CascorClassifier(n_estimators=bad).fit(X[:50], y[:50])

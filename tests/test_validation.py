@@ -257,8 +257,8 @@ def test_estimator_refit_keeps_the_chosen_size_and_units():
     from cascor import CascorClassifier
 
     X, y = make_moons(600, noise=0.3, random_state=2)
-    plain = CascorClassifier(random_state=3, refit=False).fit(X, y)
-    refit = CascorClassifier(random_state=3).fit(X, y)  # refit='auto': refit unless warm_start
+    plain = CascorClassifier(random_state=3, refit=False, n_estimators=1).fit(X, y)
+    refit = CascorClassifier(random_state=3, n_estimators=1).fit(X, y)  # refit='auto': refit unless warm_start
     assert refit.refitted_ and not plain.refitted_
     assert refit.best_n_units_ == plain.best_n_units_ == refit.n_hidden_units_
     assert refit.validation_scores_ == plain.validation_scores_
@@ -335,27 +335,33 @@ def test_a_run_validated_on_separate_data_refits_on_both(moons):
     trainer.resume(both.state, X, Y)
 
 
-def test_input_l2_auto_chooses_on_the_held_out_rows(moons):
-    """input_l2='auto' fits once per grid value on the same held-out split and keeps the best
-    held-out score: the result is exactly the fit with the chosen value; with a callback (the
-    chosen run is trained again, for the callback to see) it is the same; a warm start keeps it."""
+@pytest.mark.parametrize("members", [1, "auto"])
+def test_input_l2_auto_chooses_on_the_held_out_rows(moons, members):
+    """input_l2='auto' fits once per grid value on the same held-out rows (an averaged fit: member
+    0's out-of-bag rows, the value then shared by every member) and keeps the best held-out
+    score: the result is exactly the fit with the chosen value; with a callback (the chosen run
+    is trained again, for the callback to see) it is the same; a warm start keeps it."""
     from sklearn.datasets import make_classification
 
-    from cascor.sklearn import INPUT_L2_GRID, CascorClassifier
+    from cascor.sklearn import AUTO_ENSEMBLE_HELD_OUT, INPUT_L2_GRID, CascorClassifier
 
     X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
-    fixed = {lam: CascorClassifier(random_state=0, input_l2=lam, max_units=6).fit(X, y) for lam in INPUT_L2_GRID}
-    auto = CascorClassifier(random_state=0, input_l2="auto", max_units=6).fit(X, y)
-    scores = {lam: est.best_validation_score_ for lam, est in fixed.items()}
+    kw = {"random_state": 0, "max_units": 6, "n_estimators": members}
+    fixed = {lam: CascorClassifier(input_l2=lam, **kw).fit(X, y) for lam in INPUT_L2_GRID}
+    auto = CascorClassifier(input_l2="auto", **kw).fit(X, y)
+    assert auto.n_estimators_ == (1 if members == 1 else AUTO_ENSEMBLE_HELD_OUT)
+    assert {m.config.input_l2 for m in auto.members_} == {auto.input_l2_}
+    scores = {lam: est.best_validation_score_ for lam, est in fixed.items()}  # (member 0's)
     assert auto.input_l2_scores_ == scores
     best = max(scores.values())
     assert auto.input_l2_ == min(lam for lam in INPUT_L2_GRID if scores[lam] == best)
     np.testing.assert_array_equal(auto.predict_proba(X), fixed[auto.input_l2_].predict_proba(X))
     seen = []
-    watched = CascorClassifier(random_state=0, input_l2="auto", max_units=6).fit(
-        X, y, callbacks=[lambda engine, event: seen.append(event) and None])
+    watched = CascorClassifier(input_l2="auto", **kw).fit(X, y, callbacks=[lambda engine, event: seen.append(event) and None])
     assert seen and watched.input_l2_ == auto.input_l2_
     np.testing.assert_array_equal(watched.predict_proba(X), auto.predict_proba(X))
+    if members != 1:
+        return
     grown = CascorClassifier(random_state=0, input_l2="auto", max_units=2, warm_start=True).fit(X, y)
     chosen = grown.input_l2_
     grown.set_params(max_units=4).fit(X, y)  # a continued run keeps the value it chose

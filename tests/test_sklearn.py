@@ -303,7 +303,32 @@ def test_small_data_averages_bootstrap_cascades_and_everything_reads_the_average
         CascorClassifier(n_estimators=2, warm_start=True).fit(X[:50], y[:50])
 
 
+def _oob_by_subsets(est, X, y, n, score):
+    """oob_score_ the long way: rows grouped by the set of members that did not draw them, each
+    group predicted by cascor.network.average of those members (one network per group)."""
+    import torch
+
+    from cascor.candidates import derived_seed
+    from cascor.network import average
+
+    left_out = np.zeros((n, est.n_estimators_), dtype=bool)
+    for k in range(est.n_estimators_):
+        left_out[np.setdiff1d(np.arange(n), np.random.default_rng(derived_seed(est.seed_, 5, k)).integers(0, n, n)), k] = True
+    pred, truth = [], []
+    for pattern in {tuple(r) for r in left_out if r.any()}:
+        rows = np.flatnonzero((left_out == pattern).all(axis=1))
+        net = average([m.best_network() for m, out in zip(est.members_, pattern) if out])
+        with torch.no_grad():
+            pred.append(net(torch.as_tensor(X[rows], dtype=torch.float64), torch.float64).numpy())
+        truth.append(y[rows])
+    return score(np.concatenate(truth), np.concatenate(pred))
+
+
 def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_bag_rows():
+    """Each member validates on the rows its resample did not draw; ``oob_score_`` scores the
+    average on those rows (each row by the members that left it out)."""
+    from sklearn.metrics import accuracy_score, r2_score
+
     from cascor.candidates import derived_seed
 
     X, y = make_moons(400, noise=0.3, random_state=0)
@@ -315,3 +340,10 @@ def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_
         assert v.n_patterns == 400 - len(np.unique(drawn))
         assert member.config.refit is False
     assert np.isfinite(reg.predict(X)).all()
+    ys = (y - y.mean()) / y.std()  # (the regressor's standardised targets: R^2 is the same)
+    expected = _oob_by_subsets(reg, X, ys[:, None], 400, r2_score)
+    assert 0.3 < reg.oob_score_ and reg.oob_score_ == pytest.approx(expected, abs=1e-7)  # (float32 targets)
+    clf = CascorClassifier(random_state=0, max_units=3).fit(X, y)  # 'auto': 5 members with held-out data
+    expected = _oob_by_subsets(clf, X, y, 400, lambda t, p: accuracy_score(t, (p[:, 0] > 0.5).astype(int)))
+    assert clf.n_estimators_ == 5 and 0.7 < clf.oob_score_ == expected
+    assert CascorClassifier(random_state=0, max_units=3, n_estimators=1).fit(X, y).oob_score_ is None

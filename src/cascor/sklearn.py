@@ -7,8 +7,9 @@ which cascor never touches). ``max_epochs`` caps the cumulative epochs of a fit;
 ``warm_start=True`` the next ``fit`` on the same data continues the same run exactly
 where it stopped. ``save_snapshot`` / ``from_snapshot`` round-trip a fitted estimator
 through a verified HDF5 snapshot (a fit of one run). ``n_estimators`` ('auto': 10 on data too
-small to hold a share out) averages cascades fitted on bootstrap resamples into one network
-(``network_``, the members' runs in ``members_``). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
+small to hold a share out, 5 for a classifier that holds data out) averages cascades fitted on
+bootstrap resamples into one network (``network_``, the members' runs in ``members_``, the
+average's out-of-bag score in ``oob_score_``). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
 candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--workers``/
 ``--scheduler``); they change the time a fit takes, never the fitted model.
 """
@@ -285,19 +286,16 @@ class _CascorBase(BaseEstimator):
             return self.input_l2
         return (self.overrides or {}).get("input_l2", self._estimator_defaults().get("input_l2"))
 
-    def _choose_input_l2(self, grid, X, Y, targets, sample_weight, backend):
-        """(chosen value, its engine when it may be reused): a run per value on the same held-out
-        split (the same seed), scored by its best held-out score; ties go to the smaller value."""
-        from .trainer import run, start
-
+    def _choose_input_l2(self, grid, fit_one):
+        """(chosen value, its engine when it may be reused): ``fit_one(value)`` runs the fit's run
+        with each value on the same held-out rows (the same seed), scored by its best held-out
+        score; ties go to the smaller value. The scores go to ``input_l2_scores_``."""
         scores, engines = {}, {}
         for lam in grid:
-            eng = start(self._config(len(X), targets, input_l2=lam), X, Y, backend=backend, targets=targets,
-                        sample_weight=sample_weight)
-            run(eng, stop_at_epoch=self.max_epochs, max_seconds=self.max_time)
+            eng = fit_one(lam)
             v = eng.state.validation
-            score = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
-            scores[lam], engines[lam] = score, eng
+            scores[lam] = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
+            engines[lam] = eng
         known = [lam for lam in grid if not np.isnan(scores[lam])]
         chosen = max(known, key=lambda lam: (scores[lam], -lam)) if known else grid[0]
         self.input_l2_scores_ = scores
@@ -322,7 +320,9 @@ class _CascorBase(BaseEstimator):
             members = self._n_members(len(X))
             if members > 1:
                 self.seed_ = _resolve_seed(self.random_state)
-                self._set_ensemble(self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks))
+                states, oob = self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks)
+                self._set_ensemble(states)
+                self.oob_score_ = self._oob_score(states, oob, X, Y, sample_weight)
                 self.backend_ = backend.settings()
                 return self
             if self.warm_start and hasattr(self, "state_"):
@@ -335,7 +335,13 @@ class _CascorBase(BaseEstimator):
                 engine, lam = None, None
                 self.input_l2_scores_ = None
                 if grid:
-                    lam, engine = self._choose_input_l2(grid, X, Y, targets, sample_weight, backend)
+                    def fit_one(value):
+                        eng = start(self._config(len(X), targets, input_l2=value), X, Y, backend=backend,
+                                    targets=targets, sample_weight=sample_weight)
+                        run(eng, stop_at_epoch=self.max_epochs, max_seconds=self.max_time)
+                        return eng
+
+                    lam, engine = self._choose_input_l2(grid, fit_one)
                 if engine is None or callbacks or self.verbose or not engine.state.done:
                     # (callbacks and progress see the chosen run from its start: it is run again,
                     # identically, since a run is a function of its config, data and seed)
@@ -373,7 +379,8 @@ class _CascorBase(BaseEstimator):
         not refit; ``input_l2='auto'`` is chosen once, on member 0's rows (the same rule as a
         single fit's: :data:`INPUT_L2_GRID` where enough rows are held out), and shared by every
         member. ``max_time`` is shared out evenly between the runs. Callbacks and progress see
-        each member's run in turn (member 0's chosen run), and are finished once, with the last."""
+        each member's run in turn (member 0's chosen run), and are finished once, with the last.
+        Returns the members' states and their out-of-bag rows (None for a member without)."""
         from .candidates import derived_seed
 
         extra = list(callbacks or ())
@@ -383,23 +390,25 @@ class _CascorBase(BaseEstimator):
         grid = self._input_l2_grid(n, self._config(n, targets).validation_fraction)
         runs = members + max(len(grid) - 1, 0)
         seconds = None if self.max_time is None else self.max_time / runs
-        states, status, engine, lam = [], "FAILED", None, None
+        states, oob_rows, status, engine, lam = [], [], "FAILED", None, None
         self.input_l2_scores_ = None
         try:
             for k in range(members):
                 rows = np.random.default_rng(derived_seed(self.seed_, 5, k)).integers(0, n, n)
                 cfg = self._config(n, targets, input_l2=lam).replace(seed=derived_seed(self.seed_, 4, k), refit=False)
-                held = None
+                held, oob = None, None
                 if cfg.validation_fraction > 0:
                     oob = np.setdiff1d(np.arange(n), rows)
                     if len(oob) and (sw is None or sw[oob].sum() > 0):
                         held = (X[oob], Y[oob]) if sw is None else (X[oob], Y[oob], sw[oob])
                     else:
-                        cfg = cfg.replace(validation_fraction=0.0)
+                        cfg, oob = cfg.replace(validation_fraction=0.0), None
+                oob_rows.append(oob)
                 data = (X[rows], Y[rows], targets, None if sw is None else sw[rows], held)
                 engine = None
                 if k == 0 and grid and held is not None:
-                    lam, engine = self._choose_member_input_l2(grid, cfg, data, backend, seconds)
+                    lam, engine = self._choose_input_l2(grid, lambda value: self._member_run(
+                        cfg.replace(input_l2=value), data, backend, seconds))
                     cfg = cfg.replace(input_l2=lam)
                     if progress or extra:
                         engine = None  # (run again, identically, for the callbacks to see)
@@ -411,7 +420,7 @@ class _CascorBase(BaseEstimator):
             for cb in extra:
                 if hasattr(cb, "finish") and engine is not None:
                     cb.finish(engine.state, status)
-        return states
+        return states, oob_rows
 
     def _member_run(self, cfg, data, backend, seconds, callbacks=()):
         """One member's run to its end on ``data`` = (X, Y, targets, sample_weight, held-out or None)."""
@@ -422,19 +431,33 @@ class _CascorBase(BaseEstimator):
         run(engine, stop_at_epoch=self.max_epochs, max_seconds=seconds, callbacks=list(callbacks))
         return engine
 
-    def _choose_member_input_l2(self, grid, cfg, data, backend, seconds):
-        """(chosen value, its engine): member 0 run with each value of ``grid`` on its rows, scored
-        by its best out-of-bag score; ties go to the smaller value (as :meth:`_choose_input_l2`)."""
-        scores, engines = {}, {}
-        for lam in grid:
-            eng = self._member_run(cfg.replace(input_l2=lam), data, backend, seconds)
-            v = eng.state.validation
-            scores[lam] = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
-            engines[lam] = eng
-        known = [lam for lam in grid if not np.isnan(scores[lam])]
-        chosen = max(known, key=lambda lam: (scores[lam], -lam)) if known else grid[0]
-        self.input_l2_scores_ = scores
-        return chosen, engines[chosen]
+    def _oob_score(self, states, oob_rows, X, Y, sample_weight):
+        """The averaged fit's score (accuracy, or R^2) on its out-of-bag rows: each row predicted
+        by the mean net input of the members that did not draw it (averaged as ``network_``
+        averages them, as scikit-learn's ``oob_score_`` of a bagging ensemble); rows every member
+        drew are left out. None when no member held rows out."""
+        import torch
+
+        from .kernels import get_activation
+
+        Xt = torch.as_tensor(_writable(np.asarray(X)), dtype=torch.float64)
+        total = torch.zeros(len(X), Y.shape[1], dtype=torch.float64)
+        count = torch.zeros(len(X), dtype=torch.float64)
+        for state, rows in zip(states, oob_rows):
+            if rows is None:
+                continue
+            net, idx = state.best_network(), torch.as_tensor(rows)
+            with torch.no_grad():
+                total[idx] += net.values(Xt[idx], torch.float64) @ net.output_weights.t().to(torch.float64)
+            count[idx] += 1
+        seen = (count > 0).numpy()
+        if not seen.any():
+            return None
+        mean = total[seen] / count[seen].unsqueeze(1)
+        out = torch.empty_like(mean)
+        get_activation(states[0].network.output_activation).forward(mean, out)
+        weights = None if sample_weight is None else np.asarray(sample_weight)[seen]
+        return float(self._score_outputs(out.numpy(), np.asarray(Y, dtype=np.float64)[seen], weights))
 
     def _set_ensemble(self, states) -> None:
         """An averaged fit's attributes: ``network_`` is the members' average (one cascade,
@@ -498,6 +521,7 @@ class _CascorBase(BaseEstimator):
         self.input_l2_ = state.config.input_l2
         self.members_ = [state]
         self.n_estimators_ = 1
+        self.oob_score_ = None  # (an averaged fit with held-out data sets it)
 
     def _outputs(self, X):
         import torch
@@ -601,6 +625,15 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
     def _restore_targets(self, targets):
         self.classes_ = np.asarray(targets["classes"])
 
+    def _score_outputs(self, out, Y, sample_weight):
+        """Accuracy of outputs against encoded targets (both decoded as ``predict`` decodes)."""
+        from sklearn.metrics import accuracy_score
+
+        spec = ACTIVATION_SPECS[self.network_.output_activation]
+        index = np.arange(max(2, Y.shape[1]))
+        return accuracy_score(decode_outputs(Y, index, spec.low, spec.high),
+                              decode_outputs(out, index, spec.low, spec.high), sample_weight=sample_weight)
+
     def predict(self, X):
         out = self._outputs(X)
         spec = ACTIVATION_SPECS[self.network_.output_activation]
@@ -673,6 +706,13 @@ class CascorRegressor(RegressorMixin, _CascorBase):
 
     def _restore_targets(self, targets):
         self._scaling = tuple(targets.get("scaling") or ([0.0], [1.0]))
+
+    def _score_outputs(self, out, Y, sample_weight):
+        """R^2 of outputs against the standardised targets (R^2 does not change under the
+        per-output affine map back to the targets' scale)."""
+        from sklearn.metrics import r2_score
+
+        return r2_score(Y, out, sample_weight=sample_weight)
 
     def predict(self, X):
         out = self._outputs(X)

@@ -196,6 +196,14 @@ def test_sample_weight_ones_is_unweighted_and_integer_weights_repeat_rows():
     ones = CascorClassifier(random_state=0, max_units=3, early_stopping=False).fit(X, y, sample_weight=np.ones(200))
     np.testing.assert_array_equal(plain.network_.output_weights.numpy(), ones.network_.output_weights.numpy())
     assert plain.state_.data_digest == ones.state_.data_digest
+    # the default with held-out data (5 cascades, each validated on its weighted out-of-bag rows)
+    X4, y4 = make_moons(400, noise=0.3, random_state=0)
+    plain = CascorClassifier(random_state=0, max_units=2).fit(X4, y4)
+    ones = CascorClassifier(random_state=0, max_units=2).fit(X4, y4, sample_weight=np.ones(400))
+    assert plain.n_estimators_ == ones.n_estimators_ == 5 and plain.oob_score_ == ones.oob_score_
+    np.testing.assert_array_equal(plain.predict_proba(X4), ones.predict_proba(X4))
+    balanced = CascorClassifier(random_state=0, max_units=2, class_weight="balanced").fit(X4[:350], y4[:350])
+    assert balanced.members_[0].validation.n_patterns > 0 and 0.5 < balanced.oob_score_ <= 1
     # weight 2 on the first 50 rows == those rows twice, up to float rounding: compared after the
     # first output phase and a few candidate epochs (later, quickprop amplifies rounding)
     w = np.ones(200)

@@ -52,9 +52,9 @@ def start(config: CascorConfig, X, Y, backend=None, *, targets: dict | None = No
     targets = dict(targets or {"task": "regression", "classes": None})
     held = None
     if validation is not None:
-        Xv, Yv = as_training_tensors(*validation)
+        Xv, Yv = as_training_tensors(validation[0], validation[1])
         vstate = ValidationState(Xv.shape[0], X.shape[0])
-        held = (Xv, Yv)
+        held = (Xv, Yv) + tuple(validation[2:3])  # (the held-out rows' own weights, if given)
     elif config.validation_fraction > 0:
         spec = ACTIVATION_SPECS[config.output_activation]
         strata = class_labels(Y, spec.low, spec.high).numpy() if targets.get("task") == "classification" else None

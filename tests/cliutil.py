@@ -27,7 +27,11 @@ def cascor_here(*args, cwd=None, check: bool = False) -> subprocess.CompletedPro
     if cwd is not None:
         os.chdir(cwd)
     try:
-        result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+        runner = CliRunner(mix_stderr=False)  # click 8.1 (the declared lower bound) mixes them by default
+    except TypeError:
+        runner = CliRunner()  # click >= 8.2 keeps stderr apart always (and has no mix_stderr)
+    try:
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=True)
     finally:
         os.chdir(old)
     stderr = result.stderr

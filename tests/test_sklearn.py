@@ -18,7 +18,7 @@ WEIGHT_EQUIVALENCE = {"check_sample_weight_equivalence_on_dense_data":
 # "solved" test those rows kept the run growing to its unit limit fitting nothing, and its periodic
 # units extrapolated into regions predicted as the weightless class (84-88 % class 0 where the check
 # asks > 87 %); now the run stops once the wrong rows weigh less than half a row.
-# The checks' data is small, so each fit averages 10 cascades (n_estimators='auto'); max_units=4
+# The checks' data is small, so each fit averages 20 cascades (n_estimators='auto'); max_units=4
 # keeps the fits on their random, unsolvable data to seconds.
 @parametrize_with_checks([CascorClassifier(random_state=0, max_units=4), CascorRegressor(random_state=0, max_units=4)],
                          expected_failed_checks=lambda est: WEIGHT_EQUIVALENCE)
@@ -291,7 +291,7 @@ def test_small_data_averages_bootstrap_cascades_and_everything_reads_the_average
     np.testing.assert_allclose(model_from(clf).predict_proba(ds.X), p, atol=1e-9)
     again = CascorClassifier(random_state=1, max_units=4).fit(ds.X, ds.y)
     np.testing.assert_array_equal(again.predict_proba(ds.X), p)
-    with pytest.raises(ValueError, match="averages 10 cascades"):
+    with pytest.raises(ValueError, match=f"averages {AUTO_ENSEMBLE} cascades"):
         clf.save_snapshot(str(tmp_path / "x.h5"))
     # held-out data (>= 300 rows): AUTO_ENSEMBLE_HELD_OUT for the classifier, one cascade for the
     # regressor, past AUTO_ENSEMBLE_MAX_SAMPLES, and for an explicit early_stopping, a paper preset

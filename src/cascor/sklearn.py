@@ -6,7 +6,7 @@ attributes end in ``_``. ``random_state`` is resolved once, on the first fit, in
 which cascor never touches). ``max_epochs`` caps the cumulative epochs of a fit; with
 ``warm_start=True`` the next ``fit`` on the same data continues the same run exactly
 where it stopped. ``save_snapshot`` / ``from_snapshot`` round-trip a fitted estimator
-through a verified HDF5 snapshot (a fit of one run). ``n_estimators`` ('auto': 10 on data too
+through a verified HDF5 snapshot (a fit of one run). ``n_estimators`` ('auto': 20 on data too
 small to hold a share out, 5 for a classifier that holds data out) averages cascades fitted on
 bootstrap resamples into one network (``network_``, the members' runs in ``members_``, the
 average's out-of-bag score in ``oob_score_``). ``backend`` / ``n_jobs`` / ``scheduler`` choose where

@@ -355,3 +355,19 @@ def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_
     expected = _oob_by_subsets(clf, X, y, 400, lambda t, p: accuracy_score(t, (p[:, 0] > 0.5).astype(int)))
     assert clf.n_estimators_ == 5 and 0.7 < clf.oob_score_ == expected
     assert CascorClassifier(random_state=0, max_units=3, n_estimators=1).fit(X, y).oob_score_ is None
+
+
+def test_verbose_prints_a_line_per_unit_naming_the_cascade_and_the_average(capsys):
+    """verbose=1: a line per installed unit on stderr; an averaged fit names the member cascade of
+    each line and ends with the average (units, out-of-bag score); one cascade names none."""
+    X, y = make_moons(400, noise=0.3, random_state=0)
+    clf = CascorClassifier(random_state=0, max_units=2, verbose=1).fit(X, y)
+    err = capsys.readouterr().err.splitlines()
+    for k in range(1, clf.n_estimators_ + 1):
+        mine = [line for line in err if f"[cascade {k}/{clf.n_estimators_}]" in line]
+        assert mine and "unit 1 installed" in mine[0] and "done (" in mine[-1], err
+    assert err[-1] == (f"CascorClassifier: averaged {clf.n_estimators_} cascades, {clf.n_hidden_units_} units, "
+                       f"out-of-bag score {clf.oob_score_:.4f}")
+    CascorClassifier(random_state=0, max_units=1, verbose=1, n_estimators=1).fit(X, y)
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("CascorClassifier: epoch ") for line in err), err

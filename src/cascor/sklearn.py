@@ -41,10 +41,12 @@ ESTIMATOR_EXTRAS = {"input_l2": "auto"}
 
 
 class _Progress:
-    """verbose=1: one line per installed unit on stderr (as scikit-learn's estimators print)."""
+    """verbose=1: one line per installed unit on stderr (as scikit-learn's estimators print);
+    an averaged fit names the member cascade each line is about (``member``: "2/5")."""
 
     def __init__(self, name: str):
         self.name = name
+        self.member = None
 
     def __call__(self, engine, event):
         st = engine.state
@@ -52,7 +54,8 @@ class _Progress:
             s = st.history.scores
             val = f", validation score {s['val_score'][-1]:.4f}" if st.validation is not None and s["val_score"] else ""
             what = f"unit {st.network.n_hidden} installed" if event == "installed" else f"done ({st.status})"
-            print(f"{self.name}: epoch {st.counters.epoch}: {what}{val}", file=sys.stderr, flush=True)
+            who = self.name if self.member is None else f"{self.name} [cascade {self.member}]"
+            print(f"{who}: epoch {st.counters.epoch}: {what}{val}", file=sys.stderr, flush=True)
         return None
 
 
@@ -325,6 +328,10 @@ class _CascorBase(BaseEstimator):
                 states, oob = self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks)
                 self._set_ensemble(states)
                 self.oob_score_ = self._oob_score(states, oob, X, Y, sample_weight)
+                if self.verbose:
+                    oob_text = "" if self.oob_score_ is None else f", out-of-bag score {self.oob_score_:.4f}"
+                    print(f"{type(self).__name__}: averaged {members} cascades, {self.n_hidden_units_} units"
+                          f"{oob_text}", file=sys.stderr, flush=True)
                 self.backend_ = backend.settings()
                 return self
             if self.warm_start and hasattr(self, "state_"):
@@ -407,6 +414,8 @@ class _CascorBase(BaseEstimator):
                         cfg, oob = cfg.replace(validation_fraction=0.0), None
                 oob_rows.append(oob)
                 data = (X[rows], Y[rows], targets, None if sw is None else sw[rows], held)
+                for p in progress:
+                    p.member = f"{k + 1}/{members}"
                 engine = None
                 if k == 0 and grid and held is not None:
                     lam, engine = self._choose_input_l2(grid, lambda value: self._member_run(

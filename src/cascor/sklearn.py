@@ -451,7 +451,7 @@ class _CascorBase(BaseEstimator):
 
         from .kernels import get_activation
 
-        Xt = torch.as_tensor(_writable(np.asarray(X)), dtype=torch.float64)
+        Xt = torch.as_tensor(X, dtype=torch.float64)  # (fit's own float32 copy: writable)
         total = torch.zeros(len(X), Y.shape[1], dtype=torch.float64)
         count = torch.zeros(len(X), dtype=torch.float64)
         for state, rows in zip(states, oob_rows):

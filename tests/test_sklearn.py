@@ -316,7 +316,7 @@ def _oob_by_subsets(est, X, y, n, score):
     group predicted by cascor.network.average of those members (one network per group)."""
     import torch
 
-    from cascor.candidates import derived_seed
+    from cascor.seeds import derived_seed
     from cascor.network import average
 
     left_out = np.zeros((n, est.n_estimators_), dtype=bool)
@@ -337,7 +337,7 @@ def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_
     average on those rows (each row by the members that left it out)."""
     from sklearn.metrics import accuracy_score, r2_score
 
-    from cascor.candidates import derived_seed
+    from cascor.seeds import derived_seed
 
     X, y = make_moons(400, noise=0.3, random_state=0)
     reg = CascorRegressor(random_state=0, n_estimators=3, max_units=3).fit(X, y.astype(float))

@@ -22,27 +22,14 @@ draws exactly the same numbers.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .kernels import get_activation
 from .quickprop import QuickpropSlots, quickprop_update
+from .seeds import derived_seed, derived_seeds
 from .tree import load_tensors
 
 Tensor = torch.Tensor
-
-
-def derived_seed(root_seed: int, *path: int) -> int:
-    """A well-mixed 63-bit seed for the stream named by ``path`` under the run's root seed.
-
-    All of cascor's randomness is drawn from generators seeded this way (NumPy's
-    SeedSequence hashing): stream (0,) initialises the output weights, stream
-    (1, unit, candidate) one candidate of one round. Nothing is drawn from a long-lived
-    generator, so there is no generator position to lose: the root seed (in the config)
-    and the counters in the state determine every future draw.
-    """
-    seq = np.random.SeedSequence([int(root_seed), *(int(p) for p in path)])
-    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int:
@@ -196,15 +183,18 @@ class CandidatePool:
         return len(self.plan)
 
     def initialize(self, root_seed: int, unit_index: int, weight_range: float) -> None:
-        """Random initial weights in [-range, range), one derived generator per candidate."""
+        """Random initial weights in [-range, range), one derived generator per candidate
+        (stream (1, unit, candidate)); the affine map is applied once to the whole pool."""
         gen = torch.Generator()
-        for c in range(self.size):
-            gen.manual_seed(candidate_seed(root_seed, unit_index, c))
-            self.weights[c] = torch.rand(self.fan_in, generator=gen) * (2 * weight_range) - weight_range
+        seeds = derived_seeds(root_seed, 1, unit_index, count=self.size)
+        for c, seed in enumerate(seeds):
+            gen.manual_seed(seed)
+            torch.rand(self.fan_in, generator=gen, out=self.weights[c])
             if self.out_weights is not None:
-                self.out_weights[c] = (
-                    torch.rand(self.out_weights.shape[1], generator=gen) * (2 * weight_range) - weight_range
-                )
+                torch.rand(self.out_weights.shape[1], generator=gen, out=self.out_weights[c])
+        for w in (self.weights, self.out_weights):
+            if w is not None:
+                w.mul_(2 * weight_range).sub_(weight_range)
 
     def select(self) -> None:
         self.best = int(torch.argmax(self.scores))  # first maximum on ties, as cascor1.c

@@ -15,6 +15,7 @@ lost them would resume with a different trajectory.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .tree import load_tensors
@@ -36,22 +37,36 @@ def quickprop_update(
 
     ``slope`` is dE/dw of the quantity being *minimised* (shape of ``weights``); it is
     consumed (overwritten) to save an allocation.
+
+    The elementwise rule runs on NumPy views of the same memory: on the small matrices of a
+    pool or an output layer a torch call costs 2-8 us of dispatch and NumPy's 1-3 us, and
+    this is a third of an epoch's time on data of a few hundred rows. The results are the
+    same to the bit: every operation is one IEEE float32 ``+ - * /``, comparison or select
+    (no reductions, no transcendental functions), which both libraries round identically.
+    The decay term stays a torch call: ``add_`` with ``alpha`` is a fused multiply-add
+    (one rounding), which NumPy's two operations would not reproduce.
     """
-    s = slope
     if decay:
-        s.add_(weights, alpha=decay)
-    shrink = mu / (1.0 + mu)
-    sgn = torch.sign(delta)
-    step = torch.where(sgn * s <= 0, s * -epsilon, 0.0)
-    grow = torch.where(
-        sgn * (s - prev_slope * shrink) <= 0,
-        delta * mu,
-        delta * s / (prev_slope - s),
-    )
-    step.add_(grow)
-    weights.add_(step)
-    delta.copy_(step)
-    prev_slope.copy_(s)
+        slope.add_(weights, alpha=decay)
+    _step(weights.numpy(), delta.numpy(), prev_slope.numpy(), slope.numpy(), epsilon, mu)
+
+
+def _step(w: np.ndarray, d: np.ndarray, p: np.ndarray, s: np.ndarray, epsilon: float, mu: float) -> None:
+    # The two selects of the rule are written as ufuncs with ``where=`` (NumPy's np.where
+    # with a scalar operand is several times slower than the arithmetic); each leaves exactly
+    # the value np.where would have selected, +0.0 included.
+    with np.errstate(all="ignore"):  # the unselected quadratic branch may divide 0 by 0
+        sgn = np.sign(d)
+        step = np.zeros_like(s)
+        np.multiply(s, np.float32(-epsilon), out=step, where=sgn * s <= 0)
+        grow = d * s
+        grow /= p - s
+        momentum = sgn * (s - p * np.float32(mu / (1.0 + mu))) <= 0
+        np.multiply(d, np.float32(mu), out=grow, where=momentum)
+        step += grow
+        w += step
+    d[...] = step
+    p[...] = s
 
 
 def quickprop_reference(w, d, p, s, epsilon, mu, decay):

@@ -390,7 +390,7 @@ class _CascorBase(BaseEstimator):
         member. ``max_time`` is shared out evenly between the runs. Callbacks and progress see
         each member's run in turn (member 0's chosen run), and are finished once, with the last.
         Returns the members' states and their out-of-bag rows (None for a member without)."""
-        from .candidates import derived_seed
+        from .seeds import derived_seed
 
         extra = list(callbacks or ())
         progress = [_Progress(type(self).__name__)] if self.verbose else []

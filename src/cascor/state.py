@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .candidates import CandidatePool, derived_seed
+from .candidates import CandidatePool
+from .seeds import derived_seed
 from .config import CascorConfig
 from .errors import StateError
 from .history import History

@@ -32,7 +32,7 @@ def split_indices(n: int, fraction: float, seed: int, strata: np.ndarray | None 
     """
     from sklearn.model_selection import train_test_split
 
-    from .candidates import derived_seed
+    from .seeds import derived_seed
 
     n_val = int(math.ceil(n * fraction))
     if n_val < 1 or n - n_val < 1:

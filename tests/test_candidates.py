@@ -147,3 +147,18 @@ def test_blocked_pool_equals_one_block_and_blocks_are_views():
     assert len(pools[1].blocks) == 4
     assert torch.equal(pools[0].weights, pools[1].weights) and torch.equal(pools[0].prev_cor, pools[1].prev_cor)
     assert pools[0].best == pools[1].best
+
+
+def test_seeds_derived_together_are_numpys_seed_sequence_hash():
+    from cascor.seeds import derived_seed, derived_seeds
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        root = int(rng.integers(0, 2**63)) if trial % 3 else int(rng.integers(0, 3))
+        prefix = [int(x) for x in rng.integers(0, 2**40 if trial % 4 == 0 else 50, int(rng.integers(0, 4)))]
+        n = int(rng.integers(1, 40))
+        assert derived_seeds(root, *prefix, count=n) == [derived_seed(root, *prefix, i) for i in range(n)]
+        # and derived_seed is SeedSequence's first 64-bit word, shifted to 63 bits
+        seq = np.random.SeedSequence([root, *prefix, n - 1])
+        assert derived_seed(root, *prefix, n - 1) == int(seq.generate_state(1, dtype=np.uint64)[0]) >> 1
+    assert derived_seeds(1, 2, count=0) == []

@@ -53,3 +53,41 @@ def test_slots_grow_with_zeroed_columns_and_round_trip():
     other = QuickpropSlots(2, 5, 4)
     other.load_state_dict(slots.state_dict())
     assert torch.equal(other.views()[0], d)
+
+
+def _torch_rule(weights, delta, prev_slope, slope, epsilon, mu, decay):
+    """The rule as torch operations (how cascor computed it until the NumPy views): the
+    independent statement that the faster path must reproduce to the bit."""
+    s = slope
+    if decay:
+        s.add_(weights, alpha=decay)
+    sgn = torch.sign(delta)
+    step = torch.where(sgn * s <= 0, s * -epsilon, 0.0)
+    step.add_(torch.where(sgn * (s - prev_slope * (mu / (1.0 + mu))) <= 0, delta * mu,
+                          delta * s / (prev_slope - s)))
+    weights.add_(step)
+    delta.copy_(step)
+    prev_slope.copy_(s)
+
+
+def test_update_equals_the_torch_formulation_bit_for_bit_signed_zeros_and_non_finite_included():
+    rng = np.random.default_rng(1)
+    w, d, p, s = _cases(rng, 5000)
+    # The corners where two formulations could part: signed zeros, infinities, NaN, overflow.
+    d[1::19], s[2::23], p[4::29] = -0.0, -0.0, -0.0
+    d[6::31], s[8::37], p[9::41] = np.inf, -np.inf, np.nan
+    p[12::47], p[13::53] = -np.inf, np.inf  # a quadratic step of -0.0 (d, s > 0, p = -inf)
+    s[10::43], d[10::43] = np.float32(3e38), np.float32(3e38)
+    # Strided views with spare columns, as the output layer's weights and slots are.
+    cap = np.zeros((5000, 3), dtype=np.float32)
+    for decay in (0.0, 1e-3):
+        mine = [torch.from_numpy(cap.copy()) for _ in range(3)]
+        theirs = [torch.from_numpy(cap.copy()) for _ in range(3)]
+        for group in (mine, theirs):
+            for buf, a in zip(group, (w, d, p)):
+                buf[:, 1] = torch.from_numpy(a)
+        views = [b[:, 1:2] for b in mine]
+        quickprop_update(*views, torch.from_numpy(s.copy())[:, None], epsilon=0.35, mu=1.75, decay=decay)
+        _torch_rule(*(b[:, 1:2] for b in theirs), torch.from_numpy(s.copy())[:, None], 0.35, 1.75, decay)
+        for a, b in zip(mine, theirs):
+            assert a.numpy().tobytes() == b.numpy().tobytes()  # bit patterns: -0.0 and NaN payloads too

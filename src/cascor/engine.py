@@ -146,6 +146,7 @@ class Engine:
             std = math.sqrt(float((((Yd - mean) ** 2) * wd).sum() / (wd.sum() * Y.shape[1])))
         self._target_std = std if std > 0 else 1.0
         self._cand_inputs: tuple | None = None
+        self._views: tuple | None = None  # see _output_views
         spec = ACTIVATION_SPECS[cfg.output_activation]
         self._range = (spec.low, spec.high)
         self._val_values = self._val_Y = None
@@ -200,13 +201,28 @@ class Engine:
         return out
 
     # -- output phase -------------------------------------------------------------------
+    def _output_views(self) -> tuple:
+        """(values read, output weights, their transpose, quickprop slots, flat diffs, errors^T)
+        for the current fan-in. Sliced once per phase, not per epoch: on small data the slicing
+        alone cost a tenth of an output epoch. Keyed on the very objects it views (held here,
+        so their identity cannot be reused) and the fan-in, so a replaced network, slots or
+        residual is never read through stale views."""
+        st = self.state
+        net = st.network
+        held = (net, st.output_slots, st.errors, st.diffs)
+        cached = self._views
+        if cached is None or cached[1] != net.fan_in or any(a is not b for a, b in zip(held, cached[0])):
+            W = net.output_weights
+            d, p = st.output_slots.views()
+            views = (self.values[:, : net.fan_in], W, W.t(), d, p, st.diffs.view(-1), st.errors.t())
+            self._views = cached = (held, net.fan_in, views)
+        return cached[2]
+
     def _output_epoch(self) -> str:
         st, cfg = self.state, self.state.config
         net, ph, cnt = st.network, st.phase, st.counters
-        P = st.n_patterns
-        Xv = self.values[:, : net.fan_in]
-        W = net.output_weights
-        torch.mm(Xv, W.t(), out=self._net)
+        Xv, W, Wt, d, p, flat, errors_t = self._output_views()
+        torch.mm(Xv, Wt, out=self._net)
         self._out_act.forward(self._net, self._out)
         torch.sub(self._out, self.Y, out=st.diffs)
         if self._cross_entropy:
@@ -216,7 +232,6 @@ class Engine:
             if self._out_act.sigmoid_like:
                 self._prime.add_(cfg.sigmoid_prime_offset)
             torch.mul(st.diffs, self._prime, out=st.errors)
-        flat = st.diffs.view(-1)
         if self._w is None:
             true_error = float(torch.dot(flat, flat))
         else:
@@ -246,10 +261,9 @@ class Engine:
             self._phase_end(true_error)
             return self._finish("solved")
 
-        slope = torch.mm((st.errors if self._w is None else st.errors * self._wcol).t(), Xv)
+        slope = torch.mm(errors_t if self._w is None else (st.errors * self._wcol).t(), Xv)
         if cfg.output_l2:
             slope.add_(W, alpha=cfg.output_l2 * self._mass)  # the penalty's gradient on the summed-error scale
-        d, p = st.output_slots.views()
         quickprop_update(W, d, p, slope, epsilon=cfg.output_epsilon / self._step_scale(Xv), mu=cfg.output_mu,
                          decay=cfg.output_decay)
         cnt.epoch += 1
@@ -366,7 +380,7 @@ class Engine:
         st, cfg = self.state, self.state.config
         ph, net = st.phase, st.network
         P, F = st.n_patterns, net.fan_in
-        Xv = self.values[:, :F]
+        Xv = self._output_views()[0]  # the values the candidates read: the outputs' inputs
         inputs = self._candidate_inputs()
         covariance = cfg.candidate_score == "covariance"
         if st.pool is None:

@@ -57,7 +57,7 @@ def _step(w: np.ndarray, d: np.ndarray, p: np.ndarray, s: np.ndarray, epsilon: f
     # the value np.where would have selected, +0.0 included.
     with np.errstate(all="ignore"):  # the unselected quadratic branch may divide 0 by 0
         sgn = np.sign(d)
-        step = np.zeros_like(s)
+        step = np.zeros(s.shape, s.dtype)  # np.zeros_like is Python code, 3x slower
         np.multiply(s, np.float32(-epsilon), out=step, where=sgn * s <= 0)
         grow = d * s
         grow /= p - s

@@ -162,3 +162,12 @@ def test_seeds_derived_together_are_numpys_seed_sequence_hash():
         seq = np.random.SeedSequence([root, *prefix, n - 1])
         assert derived_seed(root, *prefix, n - 1) == int(seq.generate_state(1, dtype=np.uint64)[0]) >> 1
     assert derived_seeds(1, 2, count=0) == []
+
+
+def test_select_takes_the_first_maximum_and_a_nan_as_torch_argmax_does():
+    pool = CandidatePool([("symmetric_sigmoid", 1.0)] * 4, 3, 1, 5, cascade2=False)
+    for values in ([1.0, 3.0, 3.0, 2.0], [1.0, float("nan"), 3.0, float("nan")], [-0.0, 0.0, 0.0, -1.0]):
+        pool.scores.copy_(torch.tensor(values))
+        pool.select()
+        assert pool.best == int(torch.argmax(pool.scores))
+        assert pool.best_score == float(pool.scores[pool.best]) or np.isnan(pool.best_score)

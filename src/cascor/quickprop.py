@@ -72,22 +72,25 @@ def _step(w: np.ndarray, d: np.ndarray, p: np.ndarray, s: np.ndarray, epsilon: f
 def quickprop_reference(w, d, p, s, epsilon, mu, decay):
     """Scalar transcription of ``cascor1.c`` QUICKPROP_UPDATE, for oracle tests.
 
+    Every intermediate is of ``w``'s type (float32 scalars compute in float, as the C code does,
+    under NumPy's old value-based promotion too, where float32 and a Python float give float64).
     Returns the new (weight, delta, prev_slope).
     """
-    s = s + decay * w
-    shrink = mu / (1.0 + mu)
-    step = 0.0
+    f = type(w) if isinstance(w, np.floating) else float
+    eps, mu, shrink = f(epsilon), f(mu), f(mu / (1.0 + mu))
+    s = f(s + f(decay) * w)
+    step = f(0.0)
     if d < 0.0:
         if s > 0.0:
-            step -= epsilon * s
-        step += mu * d if s >= shrink * p else d * s / (p - s)
+            step = f(step - eps * s)
+        step = f(step + (mu * d if s >= shrink * p else d * s / (p - s)))
     elif d > 0.0:
         if s < 0.0:
-            step -= epsilon * s
-        step += mu * d if s <= shrink * p else d * s / (p - s)
+            step = f(step - eps * s)
+        step = f(step + (mu * d if s <= shrink * p else d * s / (p - s)))
     else:
-        step -= epsilon * s
-    return w + step, step, s
+        step = f(step - eps * s)
+    return f(w + step), step, s
 
 
 class QuickpropSlots:

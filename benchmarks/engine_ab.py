@@ -81,8 +81,6 @@ def main():
     sys.path.insert(0, tmp)
     import importlib
 
-    import cascor  # noqa: F401  (this tree)
-
     new = {m: importlib.import_module(f"cascor.{m}") for m in ("sklearn", "datasets", "trainer", "config")}
     old = {m: importlib.import_module(f"cascor_base.{m}") for m in ("sklearn", "datasets", "trainer", "config")}
     pkgs = {"baseline": type("P", (), old), "this tree": type("P", (), new)}

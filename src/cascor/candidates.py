@@ -89,7 +89,7 @@ class PoolBlock:
 
     def _activate(self, X: Tensor, with_prime: bool) -> None:
         """V = f(W X^T) (and A = f'), for every candidate of the block at once; X is [P, F]."""
-        S, V, A = self._S, self._V, self._A
+        S, A = self._S, self._A
         if X is not self._X:
             self._X, self._Xt = X, X.t()
         torch.mm(self.weights, self._Xt, out=S)

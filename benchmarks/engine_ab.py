@@ -14,6 +14,11 @@ Cases: the default estimators on one training fold of moons(1000, noise .3), iri
 circles(1000, noise .1, factor .5) -- the small fits whose time is mostly per-operation overhead
 (5 averaged cascades on the first and third, 20 on iris) -- and the paper's preset on
 two-spirals (``fahlman-spirals``, seed 1, training loop only).
+
+``--identity`` runs, once each and untimed, a wider battery for the bit-identity check alone:
+the four presets on two-spirals (two seeds, then with sample weights and weight decay), and the
+estimators with ``input_l2``, ``class_weight``, a single cascade, and regressors with and
+without held-out data. Run it after any change meant to keep results.
 """
 
 from __future__ import annotations
@@ -70,10 +75,52 @@ def cases():
     yield "two-spirals (fahlman-spirals, seed 1)", spirals
 
 
+def identity_cases():
+    from sklearn.datasets import load_digits, load_iris, make_friedman1, make_moons
+
+    def spirals(name, seed, weighted):
+        def run(pkg):
+            ds = pkg.datasets.two_spirals()
+            cfg = pkg.config.preset(name).replace(seed=seed, max_units=12)
+            w = None
+            if weighted:
+                cfg = cfg.replace(max_units=5, input_decay=1e-4, **({} if name == "fann-cascade2" else {"output_decay": 1e-4}))
+                w = None if name == "fann-cascade2" else np.linspace(0.2, 2.0, len(ds.y))  # (Cascade 2: unweighted)
+            X, Y, info = pkg.workflow.targets_for(ds, cfg)
+            eng = pkg.trainer.start(cfg, X, Y, targets=info, sample_weight=w)
+            pkg.trainer.run(eng)
+            return eng.state.network.output_weights.numpy(), eng.outputs().numpy()
+        return run
+
+    for name in ("fahlman-spirals", "default", "fann-cascade2", "cascor1c"):
+        for seed in (1, 2):
+            for weighted in (False, True):
+                yield f"two-spirals {name} seed {seed}{' weighted, decay' if weighted else ''}", spirals(name, seed, weighted)
+    Xm, ym = make_moons(600, noise=0.3, random_state=0)
+    Xi, yi = load_iris(return_X_y=True)
+    Xd, yd = load_digits(return_X_y=True)
+    Xf, yf = make_friedman1(400, random_state=0)
+    fits = [("moons, default", "CascorClassifier", {}, Xm, ym),
+            ("moons, one cascade, input_l2 .03", "CascorClassifier", {"n_estimators": 1, "input_l2": 0.03}, Xm, ym),
+            ("iris, default", "CascorClassifier", {}, Xi, yi),
+            ("digits[:700], one cascade", "CascorClassifier", {"n_estimators": 1, "max_units": 6}, Xd[:700], yd[:700]),
+            ("digits[:500], 2 cascades, class_weight", "CascorClassifier",
+             {"n_estimators": 2, "class_weight": "balanced", "max_units": 4}, Xd[:500], yd[:500]),
+            ("friedman1, regressor", "CascorRegressor", {"max_units": 10}, Xf, yf),
+            ("friedman1[:150], regressor, no early stop", "CascorRegressor", {"max_units": 6, "early_stopping": False},
+             Xf[:150], yf[:150])]
+    for label, cls, kw, X, y in fits:
+        def run(pkg, cls=cls, kw=kw, X=X, y=y):
+            est = getattr(pkg.sklearn, cls)(random_state=3, **kw).fit(X, y)
+            return est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X), est.n_iter_
+        yield label, run
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="bd11769", help="git revision to compare against")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--identity", action="store_true", help="the wider bit-identity battery, untimed")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = tempfile.mkdtemp(prefix="cascor-ab-")
@@ -81,9 +128,20 @@ def main():
     sys.path.insert(0, tmp)
     import importlib
 
-    new = {m: importlib.import_module(f"cascor.{m}") for m in ("sklearn", "datasets", "trainer", "config")}
-    old = {m: importlib.import_module(f"cascor_base.{m}") for m in ("sklearn", "datasets", "trainer", "config")}
+    modules = ("sklearn", "datasets", "trainer", "config", "workflow")
+    new = {m: importlib.import_module(f"cascor.{m}") for m in modules}
+    old = {m: importlib.import_module(f"cascor_base.{m}") for m in modules}
     pkgs = {"baseline": type("P", (), old), "this tree": type("P", (), new)}
+    if args.identity:
+        print(f"baseline {args.baseline} vs this tree: bit-identity of every result\n")
+        different = 0
+        for name, run in identity_cases():
+            a, b = run(pkgs["baseline"]), run(pkgs["this tree"])
+            same = all(np.asarray(x).tobytes() == np.asarray(y).tobytes() for x, y in zip(a, b))
+            different += not same
+            print(f"{'identical' if same else 'DIFFERENT'}  {name}", flush=True)
+        print(f"\n{different} of the cases differ")
+        return
     print(f"baseline {args.baseline} vs this tree, {args.repeats} repeats, one torch thread\n")
     print("| case | baseline s | this tree s | ratio | identical |")
     print("|---|---|---|---|---|")

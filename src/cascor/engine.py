@@ -204,10 +204,10 @@ class Engine:
     # -- output phase -------------------------------------------------------------------
     def _output_views(self) -> tuple:
         """(values read, output weights, their transpose, quickprop slots, flat diffs, errors^T,
-        diffs as NumPy) for the current fan-in. Sliced once per phase, not per epoch: on small data the slicing
-        alone cost a tenth of an output epoch. Keyed on the very objects it views (held here,
-        so their identity cannot be reused) and the fan-in, so a replaced network, slots or
-        residual is never read through stale views."""
+        diffs as NumPy) for the current fan-in. Sliced once per phase, not per epoch: on small
+        data the slicing alone cost a tenth of an output epoch. Keyed on the very objects it
+        views (held here, so their identity cannot be reused) and the fan-in, so a replaced
+        network, slots or residual is never read through stale views."""
         st = self.state
         net = st.network
         held = (net, st.output_slots, st.errors, st.diffs)

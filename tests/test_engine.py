@@ -193,3 +193,30 @@ def test_input_l2_is_refused_with_cascade2_candidates():
 
     with pytest.raises(ConfigError, match="input_l2"):
         preset("fann-cascade2").replace(input_l2=0.1)
+
+
+def test_replacing_the_states_network_and_slots_mid_phase_is_seen_by_the_next_epoch(spirals, spirals_cfg):
+    """The output phase's views are cached per phase: a network or quickprop slots swapped into the
+    state (equal copies here) must be the ones trained from then on, not the objects viewed before."""
+    from cascor.network import CascadeNetwork
+    from cascor.quickprop import QuickpropSlots
+
+    cfg = spirals_cfg.replace(max_units=3)
+    plain = trainer.start(cfg, *spirals)
+    trainer.run(plain)
+    swapped = trainer.start(cfg, *spirals)
+    swaps = 0
+    while not swapped.state.done:
+        event = swapped.step()
+        st = swapped.state
+        if event == "output" and st.phase.passes in (3, 7):  # inside output phases, after views were cached
+            st.network = CascadeNetwork.from_state_dict(st.network.state_dict(), capacity=st.network.capacity)
+            slots = QuickpropSlots(st.network.n_outputs, st.output_slots.delta.shape[1], st.output_slots.width)
+            slots.load_state_dict(st.output_slots.state_dict())
+            st.output_slots = slots
+            swaps += 1
+    assert swaps >= 2
+    assert torch.equal(swapped.state.network.output_weights, plain.state.network.output_weights)
+    assert swapped.state.counters.epoch == plain.state.counters.epoch
+    for a, b in zip(swapped.state.network.units, plain.state.network.units):
+        assert torch.equal(a.weights, b.weights)

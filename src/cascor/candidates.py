@@ -30,7 +30,7 @@ from .seeds import derived_seed, derived_seeds
 from .tree import load_tensors
 
 Tensor = torch.Tensor
-_ONE, _MINUS_ONE = torch.tensor(1.0), torch.tensor(-1.0)  # 0-dim: cheaper than Python numbers in torch calls
+_ZERO, _ONE, _MINUS_ONE = torch.tensor(0.0), torch.tensor(1.0), torch.tensor(-1.0)  # 0-dim: cheaper than Python numbers
 
 
 def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int:
@@ -113,7 +113,7 @@ class PoolBlock:
         self._activate(X, with_prime=True)
         cor = self._V @ Ec  # [C, O], correlations of the pre-update weights
         # Descent direction on -S: -sign(cor_prev) per output (cascor1.c: negative -> -1 else +1).
-        neg_dir = torch.where(self.prev_cor < 0, _ONE, _MINUS_ONE)
+        neg_dir = torch.where(self.prev_cor < _ZERO, _ONE, _MINUS_ONE)
         torch.mm(neg_dir, EcT, out=self._G)  # [C, P]
         self._G.mul_(self._A)
         slope = self._G @ X  # [C, F]

@@ -24,6 +24,7 @@ without held-out data. Run it after any change meant to keep results.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import statistics
@@ -123,11 +124,14 @@ def main():
     ap.add_argument("--identity", action="store_true", help="the wider bit-identity battery, untimed")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    tmp = tempfile.mkdtemp(prefix="cascor-ab-")
-    extract(args.baseline, tmp)
-    sys.path.insert(0, tmp)
-    import importlib
+    with tempfile.TemporaryDirectory(prefix="cascor-ab-") as tmp:
+        extract(args.baseline, tmp)
+        compare(args, tmp)
 
+
+def compare(args, tmp: str) -> None:
+    """Import the baseline extracted under ``tmp`` as ``cascor_base`` and run the cases."""
+    sys.path.insert(0, tmp)
     modules = ("sklearn", "datasets", "trainer", "config", "workflow")
     new = {m: importlib.import_module(f"cascor.{m}") for m in modules}
     old = {m: importlib.import_module(f"cascor_base.{m}") for m in modules}

@@ -311,9 +311,10 @@ def test_small_data_averages_bootstrap_cascades_and_everything_reads_the_average
         CascorClassifier(n_estimators=2, warm_start=True).fit(X[:50], y[:50])
 
 
-def _oob_by_subsets(est, X, y, n, score):
-    """oob_score_ the long way: rows grouped by the set of members that did not draw them, each
-    group predicted by cascor.network.average of those members (one network per group)."""
+def _oob_predictions(est, X, n):
+    """An averaged fit's out-of-bag outputs the long way: rows grouped by the set of members that
+    did not draw them, each group predicted by cascor.network.average of those members (one
+    network per group). Returns (rows, outputs), rows ascending."""
     import torch
 
     from cascor.seeds import derived_seed
@@ -322,14 +323,56 @@ def _oob_by_subsets(est, X, y, n, score):
     left_out = np.zeros((n, est.n_estimators_), dtype=bool)
     for k in range(est.n_estimators_):
         left_out[np.setdiff1d(np.arange(n), np.random.default_rng(derived_seed(est.seed_, 5, k)).integers(0, n, n)), k] = True
-    pred, truth = [], []
+    index, pred = [], []
     for pattern in {tuple(r) for r in left_out if r.any()}:
         rows = np.flatnonzero((left_out == pattern).all(axis=1))
         net = average([m.best_network() for m, out in zip(est.members_, pattern) if out])
         with torch.no_grad():
             pred.append(net(torch.as_tensor(X[rows], dtype=torch.float64), torch.float64).numpy())
-        truth.append(y[rows])
-    return score(np.concatenate(truth), np.concatenate(pred))
+        index.append(rows)
+    index = np.concatenate(index)
+    order = np.argsort(index)
+    return index[order], np.concatenate(pred)[order]
+
+
+def _oob_by_subsets(est, X, y, n, score):
+    """oob_score_ the long way (:func:`_oob_predictions`)."""
+    rows, pred = _oob_predictions(est, X, n)
+    return score(y[rows], pred)
+
+
+@pytest.mark.parametrize("data_seed, switched", [(1, False), (2, True)])
+def test_an_averaged_fit_chooses_its_pool_by_the_averages_out_of_bag_log_loss(data_seed, switched):
+    """An averaged fit with held-out data (candidate_activations='auto') fits the members with
+    each pool (each pool's own input_l2 chosen on member 0's rows) and keeps the preset's pool
+    unless the other average's out-of-bag log-loss is clearly lower (POOL_SWITCH_Z standard
+    errors of the paired per-row difference): checked against the fits given each pool, their
+    out-of-bag outputs computed the long way; the fit is exactly the one given the chosen pool."""
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import log_loss
+
+    from cascor.config import preset
+    from cascor.sklearn import ALTERNATIVE_POOL, POOL_SWITCH_Z
+
+    X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=data_seed)
+    kw = {"random_state": 0, "max_units": 6}
+    auto = CascorClassifier(**kw).fit(X, y)
+    assert auto.n_estimators_ == 5
+    mixed = preset("default").candidate_activations
+    given, per_row = {}, {}
+    for pool in (mixed, ALTERNATIVE_POOL):
+        given[pool] = CascorClassifier(candidate_activations=list(pool), **kw).fit(X, y)
+        rows, proba = _oob_predictions(given[pool], X.astype(np.float32), len(X))  # (as the fit sees X)
+        per_row[pool] = np.array([log_loss([t], [q], labels=[0, 1, 2]) for t, q in zip(y[rows], proba)])
+    # (the average of weights vs of net inputs: equal up to float64 rounding)
+    assert auto.pool_scores_ == pytest.approx({",".join(p): v.mean() for p, v in per_row.items()}, rel=1e-8)
+    gain = per_row[mixed] - per_row[ALTERNATIVE_POOL]
+    assert (gain.mean() > POOL_SWITCH_Z * gain.std() / np.sqrt(len(gain))) == switched
+    chosen = ALTERNATIVE_POOL if switched else mixed
+    assert auto.candidate_activations_ == chosen and {m.config.candidate_activations for m in auto.members_} == {chosen}
+    assert auto.input_l2_scores_ == given[chosen].input_l2_scores_ and given[chosen].pool_scores_ is None
+    np.testing.assert_array_equal(auto.predict_proba(X), given[chosen].predict_proba(X))
+    assert auto.oob_score_ == given[chosen].oob_score_
 
 
 def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_bag_rows():

@@ -346,7 +346,9 @@ def test_input_l2_auto_chooses_on_the_held_out_rows(moons, members):
     from cascor.sklearn import AUTO_ENSEMBLE_HELD_OUT, INPUT_L2_GRID, CascorClassifier
 
     X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
-    kw = {"random_state": 0, "max_units": 6, "n_estimators": members}
+    # (the pool held fixed: its choice is the next test's)
+    kw = {"random_state": 0, "max_units": 6, "n_estimators": members,
+          "candidate_activations": list(preset("default").candidate_activations)}
     fixed = {lam: CascorClassifier(input_l2=lam, **kw).fit(X, y) for lam in INPUT_L2_GRID}
     auto = CascorClassifier(input_l2="auto", **kw).fit(X, y)
     assert auto.n_estimators_ == (1 if members == 1 else AUTO_ENSEMBLE_HELD_OUT)
@@ -366,6 +368,83 @@ def test_input_l2_auto_chooses_on_the_held_out_rows(moons, members):
     chosen = grown.input_l2_
     grown.set_params(max_units=4).fit(X, y)  # a continued run keeps the value it chose
     assert grown.input_l2_ == chosen and grown.state_.config.max_units == 4
+
+
+@pytest.mark.parametrize("z", [None, 0.0])
+def test_candidate_pool_auto_chooses_on_the_held_out_log_loss(monkeypatch, z):
+    """candidate_activations='auto' (the estimators' default on the default preset; one cascade
+    here, an averaged fit in test_sklearn) chooses input_l2 for the preset's pool and for
+    Gaussian units on the same held-out rows and keeps the preset's pool unless the other's
+    chosen network has a clearly lower held-out log-loss (by POOL_SWITCH_Z standard errors of the
+    paired per-row difference; None: the library's threshold, under which 200 rows do not make
+    Gaussian units' lower loss clear here; 0: any lower mean switches): the fit is exactly the one
+    given that pool, and the scores are the log-losses computed here."""
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import log_loss
+
+    import cascor.sklearn as sk
+
+    if z is not None:
+        monkeypatch.setattr(sk, "POOL_SWITCH_Z", z)
+    X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=3)
+    kw = {"random_state": 0, "max_units": 6, "n_estimators": 1, "refit": False}
+    mixed = preset("default").candidate_activations
+    auto = sk.CascorClassifier(**kw).fit(X, y)
+    rows = auto.state_.validation.index
+    expected, per_row = {}, {}
+    for pool in (mixed, sk.ALTERNATIVE_POOL):
+        state = sk.CascorClassifier(candidate_activations=list(pool), **kw).fit(X, y).state_
+        with torch.no_grad():
+            proba = state.best_network()(torch.as_tensor(X[rows].astype(np.float32)), dtype=torch.float64).numpy()
+        expected[pool] = log_loss(y[rows], proba, labels=[0, 1, 2])
+        per_row[pool] = np.array([log_loss([t], [q], labels=[0, 1, 2]) for t, q in zip(y[rows], proba)])
+    assert auto.pool_scores_ == pytest.approx({",".join(p): v for p, v in expected.items()}, rel=1e-12)
+    gain = per_row[mixed] - per_row[sk.ALTERNATIVE_POOL]
+    assert gain.mean() > 0  # Gaussian units fit these held-out rows better on average
+    clear = gain.mean() > sk.POOL_SWITCH_Z * gain.std() / np.sqrt(len(gain))
+    assert clear == (z is not None)
+    chosen = sk.ALTERNATIVE_POOL if clear else mixed
+    assert auto.candidate_activations_ == chosen
+    given = sk.CascorClassifier(candidate_activations=list(chosen), **kw).fit(X, y)
+    assert given.pool_scores_ is None and given.input_l2_scores_ == auto.input_l2_scores_
+    np.testing.assert_array_equal(auto.predict_proba(X), given.predict_proba(X))
+
+
+def test_candidate_pool_auto_is_kept_by_a_warm_start(monkeypatch):
+    """A continued run keeps the pool it chose (it is not chosen again, nor refused as a changed
+    parameter)."""
+    from sklearn.datasets import make_classification
+
+    import cascor.sklearn as sk
+
+    monkeypatch.setattr(sk, "POOL_SWITCH_Z", -1e9)  # (any held-out loss switches: Gaussian units)
+    X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
+    grown = sk.CascorClassifier(random_state=0, max_units=2, warm_start=True).fit(X, y)
+    assert grown.candidate_activations_ == sk.ALTERNATIVE_POOL
+    grown.set_params(max_units=4).fit(X, y)
+    assert grown.candidate_activations_ == sk.ALTERNATIVE_POOL and grown.state_.config.max_units == 4
+
+
+def test_candidate_pool_auto_keeps_the_presets_pool_on_a_tie_and_where_nothing_is_chosen():
+    """A tie (no unit may be installed: both pools' networks are the same linear model) keeps the
+    preset's pool; so do a paper preset, an explicit pool, and too few held-out rows (no choice,
+    no extra run). The regressor chooses by held-out R^2."""
+    from sklearn.datasets import make_classification, make_regression
+
+    from cascor.sklearn import ALTERNATIVE_POOL, CascorClassifier, CascorRegressor
+
+    mixed = preset("default").candidate_activations
+    Xr, yr = make_regression(1000, n_features=4, noise=5.0, random_state=0)
+    reg = CascorRegressor(random_state=0, max_units=0).fit(Xr, yr)
+    assert reg.pool_scores_[",".join(mixed)] == reg.pool_scores_[",".join(ALTERNATIVE_POOL)]
+    assert reg.candidate_activations_ == mixed
+    X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
+    paper = CascorClassifier("cascor1c", random_state=0, max_units=2, n_estimators=1).fit(X, y)
+    assert paper.pool_scores_ is None and paper.candidate_activations_ == preset("cascor1c").candidate_activations
+    given = CascorClassifier(random_state=0, max_units=2, n_estimators=1, candidate_activations=["gaussian"]).fit(X, y)
+    assert given.pool_scores_ is None and given.candidate_activations_ == ("gaussian",)
+    few = CascorClassifier(random_state=0, max_units=2, n_estimators=1).fit(X[:995], y[:995])  # 199 held out
+    assert few.validation_scores_ and few.pool_scores_ is None and few.candidate_activations_ == mixed
 
 
 def test_input_l2_auto_without_held_out_data_is_off(spirals):

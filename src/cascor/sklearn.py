@@ -9,7 +9,9 @@ where it stopped. ``save_snapshot`` / ``from_snapshot`` round-trip a fitted esti
 through a verified HDF5 snapshot (a fit of one run). ``n_estimators`` ('auto': 20 on data too
 small to hold a share out, 5 for a classifier that holds data out) averages cascades fitted on
 bootstrap resamples into one network (``network_``, the members' runs in ``members_``, the
-average's out-of-bag score in ``oob_score_``). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
+average's out-of-bag score in ``oob_score_``). On the ``default`` preset, where enough rows are held
+out, ``input_l2`` and the candidate pool are chosen on them (``input_l2_``, ``candidate_activations_``
+and their held-out scores). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
 candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--workers``/
 ``--scheduler``); they change the time a fit takes, never the fitted model.
 """
@@ -36,8 +38,8 @@ from .errors import DataError, StateError
 
 
 # What the estimators add on the default preset besides config.recommended (the CLI's outputs):
-# input_l2 chosen on held-out data.
-ESTIMATOR_EXTRAS = {"input_l2": "auto"}
+# input_l2 and the candidate pool chosen on held-out data.
+ESTIMATOR_EXTRAS = {"input_l2": "auto", "candidate_activations": "auto"}
 
 
 class _Progress:
@@ -66,6 +68,32 @@ def _is_auto(value) -> bool:
 def _writable(X: np.ndarray) -> np.ndarray:
     """``X``, copied if read-only (a memory map): torch warns on tensors over read-only memory."""
     return X if X.flags.writeable else X.copy()
+
+
+def _probabilities(out: np.ndarray, config) -> np.ndarray:
+    """Class probabilities from a classifier's outputs (one column: two classes). With
+    cross-entropy outputs the network's own; otherwise the outputs mapped to [0, 1] and normalised."""
+    if config.output_loss == "cross_entropy":
+        return np.hstack([1.0 - out, out]) if out.shape[1] == 1 else out
+    spec = ACTIVATION_SPECS[config.output_activation]
+    p = np.clip((out - spec.low) / (spec.high - spec.low), 0.0, 1.0)
+    if out.shape[1] == 1:
+        return np.hstack([1.0 - p, p])
+    p = p + 1e-12
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _clearly_lower(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None, z: float) -> bool:
+    """Whether per-row losses ``a`` have a lower (weighted) mean than ``b`` on the same rows by
+    more than ``z`` standard errors of the paired difference (NaN anywhere: False)."""
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not (np.all(np.isfinite(d)) and w.sum() > 0):
+        return False
+    mean = float(np.average(d, weights=w))
+    n_eff = w.sum() ** 2 / (w * w).sum()  # Kish's effective sample size (n without weights)
+    se = math.sqrt(float(np.average((d - mean) ** 2, weights=w)) / n_eff)
+    return mean > z * se if se > 0 else mean > 0
 
 
 def _resolve_seed(random_state) -> int:
@@ -105,6 +133,18 @@ INPUT_L2_GRID = (0.0, 0.03, 0.1)
 # the choice was 0 at 2.3x the fit time (44 s -> 102 s). Outside these bounds 'auto' is 0.
 INPUT_L2_AUTO_MIN_HELD_OUT = 200
 INPUT_L2_AUTO_MAX_SAMPLES = 20_000
+# candidate_activations='auto' (the estimators' default on the `default` preset), under the same
+# bounds: the preset's mixed pool or Gaussian units only, chosen on the held-out rows
+# (docs/results.md, "Session 17"). No pool was best everywhere: Gaussian units gained on
+# make_classification's clustered classes (accuracy .856 -> .879, log-loss .386 -> .336; on the
+# 100k scale set .984 -> .987) and lost on two-spirals, circles (log-loss .026 -> .045) and
+# friedman1 (R^2 .996 -> .992).
+ALTERNATIVE_POOL = ("gaussian",)
+# ... and only on clear evidence: the alternative's mean held-out loss must be lower by this many
+# standard errors of the paired per-row difference (a one-sided test at about 2.3 %). Picking the
+# lower loss outright switched on noise where the pools are close (digits, choosing folds: log-loss
+# .096 -> .099, accuracy .974 -> .976).
+POOL_SWITCH_Z = 2.0
 # Data too small to hold a share out (early_stopping='auto' holds none) has each cascade grow until
 # its training rows are solved: confident everywhere, and wrong with confidence between them
 # (two-spirals log-loss 1.31). n_estimators='auto' then averages this many cascades, each fitted on
@@ -228,17 +268,19 @@ class _CascorBase(BaseEstimator):
         """What the estimators change on the ``default`` preset: config.RECOMMENDED (an L2
         penalty on the output weights; for the classifier, cross-entropy outputs), and
         ``input_l2='auto'`` (digits .967 -> .975, friedman1 R^2 .987 -> .997; see
-        :data:`INPUT_L2_AUTO_MIN_HELD_OUT`). Other presets keep their papers' settings."""
+        :data:`INPUT_L2_AUTO_MIN_HELD_OUT`) and ``candidate_activations='auto'`` (see
+        :data:`ALTERNATIVE_POOL`). Other presets keep their papers' settings."""
         if self.preset != "default":
             return {}
         chosen = self.output_activation or (self.overrides or {}).get("output_activation")
         task = "regression" if self._regression else "classification"
         return {**recommended(task, chosen), **ESTIMATOR_EXTRAS}
 
-    def _config(self, n_samples: int, targets: dict, input_l2: float | None = None):
+    def _config(self, n_samples: int, targets: dict, input_l2: float | None = None, pool: tuple | None = None):
         """The run's config: the preset, the estimators' defaults on the ``default`` preset, then
         ``overrides``, then every parameter that is not None. ``input_l2='auto'`` takes the value
-        given here (the one chosen on held-out data), else 0."""
+        given here (the one chosen on held-out data), else 0; ``candidate_activations='auto'`` the
+        pool given here, else the preset's."""
         cfg = get_preset(self.preset)
         changes = {**self._estimator_defaults(), **(self.overrides or {})}
         for name in CONFIG_PARAMS:
@@ -247,6 +289,8 @@ class _CascorBase(BaseEstimator):
                 changes[name] = value
         if _is_auto(changes.get("input_l2")):
             changes["input_l2"] = 0.0 if input_l2 is None else input_l2
+        if _is_auto(changes.get("candidate_activations")):
+            changes["candidate_activations"] = cfg.candidate_activations if pool is None else tuple(pool)
         self._class_changes(changes, targets)
         if self._regression:
             changes.setdefault("output_activation", "linear")
@@ -274,37 +318,81 @@ class _CascorBase(BaseEstimator):
         # .126 -> .116; breast_cancer log-loss .095 -> .086; diabetes R^2 .474 -> .481).
         return (not self.warm_start) if self.refit == "auto" else bool(self.refit)
 
-    def _input_l2_grid(self, n_samples: int, validation_fraction: float) -> tuple[float, ...]:
-        """The input_l2 values a fresh fit tries: with ``input_l2='auto'``, at least
+    def _choice_grids(self, n_samples: int, validation_fraction: float) -> tuple[tuple, tuple]:
+        """(input_l2 values, candidate pools) a fresh fit tries on its held-out rows: with at least
         :data:`INPUT_L2_AUTO_MIN_HELD_OUT` held-out rows and at most
-        :data:`INPUT_L2_AUTO_MAX_SAMPLES` samples, :data:`INPUT_L2_GRID` (the held-out score
-        chooses); otherwise none (the parameter, the preset's value, or 0 for 'auto')."""
-        if not _is_auto(self._input_l2_param()) or n_samples > INPUT_L2_AUTO_MAX_SAMPLES:
-            return ()
+        :data:`INPUT_L2_AUTO_MAX_SAMPLES` samples, :data:`INPUT_L2_GRID` for ``input_l2='auto'``
+        and (the preset's pool, :data:`ALTERNATIVE_POOL`) for ``candidate_activations='auto'``;
+        otherwise none (each 'auto' then takes the preset's value, 0 for input_l2)."""
         held_out = math.ceil(n_samples * validation_fraction)  # as validation.split_indices counts
-        return INPUT_L2_GRID if validation_fraction > 0 and held_out >= INPUT_L2_AUTO_MIN_HELD_OUT else ()
+        if n_samples > INPUT_L2_AUTO_MAX_SAMPLES or validation_fraction <= 0 or held_out < INPUT_L2_AUTO_MIN_HELD_OUT:
+            return (), ()
+        l2 = INPUT_L2_GRID if _is_auto(self._param("input_l2")) else ()
+        pools = ()
+        if _is_auto(self._param("candidate_activations")):
+            own = get_preset(self.preset).candidate_activations
+            pools = (own, ALTERNATIVE_POOL) if own != ALTERNATIVE_POOL else ()
+        return l2, pools
 
-    def _input_l2_param(self):
-        """input_l2 as the fit sees it: the parameter, else ``overrides``', else the estimators'
-        default on the ``default`` preset ('auto'), else None (the preset's value)."""
-        if self.input_l2 is not None:
-            return self.input_l2
-        return (self.overrides or {}).get("input_l2", self._estimator_defaults().get("input_l2"))
+    def _param(self, name: str):
+        """A config parameter as the fit sees it: the estimator's, else ``overrides``', else the
+        estimators' default on the ``default`` preset ('auto' for the chosen ones), else None
+        (the preset's value)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        return (self.overrides or {}).get(name, self._estimator_defaults().get(name))
 
-    def _choose_input_l2(self, grid, fit_one):
-        """(chosen value, its engine when it may be reused): ``fit_one(value)`` runs the fit's run
-        with each value on the same held-out rows (the same seed), scored by its best held-out
-        score; ties go to the smaller value. The scores go to ``input_l2_scores_``."""
-        scores, engines = {}, {}
-        for lam in grid:
-            eng = fit_one(lam)
-            v = eng.state.validation
-            scores[lam] = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
-            engines[lam] = eng
-        known = [lam for lam in grid if not np.isnan(scores[lam])]
-        chosen = max(known, key=lambda lam: (scores[lam], -lam)) if known else grid[0]
-        self.input_l2_scores_ = scores
-        return chosen, engines[chosen]
+    def _choose(self, l2_grid, pools, fit_one, held):
+        """(chosen changes, the chosen run's engine): ``fit_one(input_l2, pool)`` runs the fit's
+        run (same seed, same held-out rows) with those settings (None: the parameter's own).
+        For each pool (the preset's and :data:`ALTERNATIVE_POOL`, or just the parameter's),
+        input_l2 by each run's best held-out score, ties to the smaller value; then the pool by
+        :meth:`_row_losses` of each pool's chosen network on the held-out rows ``held(state)`` =
+        (X, Y, sample weights or None): the preset's pool unless the other's mean loss is lower by
+        more than :data:`POOL_SWITCH_Z` standard errors of the paired per-row difference.
+        Each pool gets its own input_l2 because the two interact: Gaussian units did best without
+        it (make_classification, two splits: out-of-bag .866 / .860 at 0, .852 / .844 at 0.03),
+        the mixed pool with it (friedman1: choosing the pool at 0 picked Gaussian units, R^2 .996
+        -> .992). ``input_l2_scores_``: the chosen pool's grid; ``pool_scores_``: each pool's mean
+        held-out loss (log-loss, or the squared error of the standardised targets)."""
+        chosen = {}
+        for pool in pools or (None,):
+            if not l2_grid:
+                chosen[pool] = (None, fit_one(None, pool), None)
+                continue
+            scores, engines = {}, {}
+            for value in l2_grid:
+                eng = engines[value] = fit_one(value, pool)
+                v = eng.state.validation
+                scores[value] = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
+            known = [value for value in l2_grid if not np.isnan(scores[value])]
+            lam = max(known, key=lambda value: (scores[value], -value)) if known else l2_grid[0]
+            chosen[pool] = (lam, engines[lam], scores)
+        self.pool_scores_, pool = None, (pools or (None,))[0]
+        if pools:
+            Xh, Yh, w = held(chosen[pools[0]][1].state)  # (the same rows for every run)
+            losses = {p: self._row_losses(eng.state, Xh, Yh) for p, (_, eng, _) in chosen.items()}
+            self.pool_scores_ = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()}
+            if _clearly_lower(losses[pools[1]], losses[pools[0]], w, POOL_SWITCH_Z):
+                pool = pools[1]
+        lam, engine, self.input_l2_scores_ = chosen[pool]
+        changes = {} if pool is None else {"candidate_activations": pool}
+        if lam is not None:
+            changes["input_l2"] = lam
+        return changes, engine
+
+    def _row_losses(self, state, X, Y) -> np.ndarray:
+        """A run's chosen network's loss on each held-out row: the classifier's log-loss of its
+        probabilities (continuous: two pools' held-out accuracies differ by a row or two, or tie,
+        where their log-losses differ clearly), the regressor's squared error (summed over
+        outputs, on the standardised targets)."""
+        import torch
+
+        net = state.best_network()
+        with torch.no_grad():
+            out = net(torch.as_tensor(np.asarray(X, dtype=np.float32)), dtype=torch.float64).numpy()
+        return self._losses(out, np.asarray(Y, dtype=np.float64), state.config)
 
     def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
         import torch
@@ -325,7 +413,7 @@ class _CascorBase(BaseEstimator):
             members = self._n_members(len(X))
             if members > 1:
                 self.seed_ = _resolve_seed(self.random_state)
-                states, oob = self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks)
+                states, oob = self._fit_ensemble(members, X, Y, targets, sample_weight, backend, callbacks)
                 self._set_ensemble(states)
                 self.oob_score_ = self._oob_score(states, oob, X, Y, sample_weight)
                 if self.verbose:
@@ -340,21 +428,26 @@ class _CascorBase(BaseEstimator):
             else:
                 if not hasattr(self, "seed_") or not self.warm_start:
                     self.seed_ = _resolve_seed(self.random_state)
-                grid = self._input_l2_grid(len(X), self._config(len(X), targets).validation_fraction)
-                engine, lam = None, None
-                self.input_l2_scores_ = None
-                if grid:
-                    def fit_one(value):
-                        eng = start(self._config(len(X), targets, input_l2=value), X, Y, backend=backend,
+                l2_grid, pools = self._choice_grids(len(X), self._config(len(X), targets).validation_fraction)
+                engine, changes = None, {}
+                self.input_l2_scores_ = self.pool_scores_ = None
+                if l2_grid or pools:
+                    def fit_one(value, pool):
+                        eng = start(self._config(len(X), targets, input_l2=value, pool=pool), X, Y, backend=backend,
                                     targets=targets, sample_weight=sample_weight)
                         run(eng, stop_at_epoch=self.max_epochs, max_seconds=self.max_time)
                         return eng
 
-                    lam, engine = self._choose_input_l2(grid, fit_one)
+                    def held(state):  # the run's own held-out rows (every run splits alike)
+                        rows = state.validation.index
+                        return X[rows], Y[rows], None if sample_weight is None else np.asarray(sample_weight)[rows]
+
+                    changes, engine = self._choose(l2_grid, pools, fit_one, held)
                 if engine is None or callbacks or self.verbose or not engine.state.done:
                     # (callbacks and progress see the chosen run from its start: it is run again,
                     # identically, since a run is a function of its config, data and seed)
-                    engine = start(self._config(len(X), targets, input_l2=lam), X, Y, backend=backend,
+                    engine = start(self._config(len(X), targets, input_l2=changes.get("input_l2"),
+                                                pool=changes.get("candidate_activations")), X, Y, backend=backend,
                                    targets=targets, sample_weight=sample_weight)
             extra = list(callbacks or ())
             progress = [_Progress(type(self).__name__)] if self.verbose else []
@@ -380,31 +473,71 @@ class _CascorBase(BaseEstimator):
         self._set_fitted(engine.state, chosen)
         return self
 
-    def _fit_members(self, members: int, X, Y, targets, sample_weight, backend, callbacks):
-        """The member runs of an averaged fit: member k trains on a bootstrap resample of the rows
-        (indices from stream (5, k) of the estimator's seed, its own run seeded from stream
-        (4, k)) to the end of its own growth. With held-out data a member validates on its
-        out-of-bag rows (a share of its resample would hold copies of its training rows) and is
-        not refit; ``input_l2='auto'`` is chosen once, on member 0's rows (the same rule as a
-        single fit's: :data:`INPUT_L2_GRID` where enough rows are held out), and shared by every
-        member. ``max_time`` is shared out evenly between the runs. Callbacks and progress see
-        each member's run in turn (member 0's chosen run), and are finished once, with the last.
-        Returns the members' states and their out-of-bag rows (None for a member without)."""
+    def _fit_ensemble(self, members: int, X, Y, targets, sample_weight, backend, callbacks):
+        """An averaged fit's members (:meth:`_fit_members`), with ``candidate_activations='auto'``
+        chosen between the preset's pool and :data:`ALTERNATIVE_POOL` by the *average's* loss on
+        its out-of-bag rows (:meth:`_oob_outputs`; both ensembles draw the same resamples, so
+        the same rows): the preset's pool unless the other's is clearly lower
+        (:func:`_clearly_lower`, :data:`POOL_SWITCH_Z`). Not member 0's own held-out loss: on
+        make_hastie_10_2 Gaussian members each fit their held-out rows clearly better (z 3.6 to
+        5.2) while their average's test log-loss was worse (.170 vs .126): members that agree
+        average into an overconfident network. Each pool's ensemble is a full fit (twice the
+        runs); callbacks and progress see the chosen one, run again identically (three times)."""
+        _, pools = self._choice_grids(len(X), self._config(len(X), targets).validation_fraction)
+        if not pools:
+            return self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks, None, self.max_time)
+        budget = None if self.max_time is None else self.max_time / len(pools)
+        fits, chosen_l2 = {}, {}
+        for pool in pools:
+            fits[pool] = self._fit_members(members, X, Y, targets, sample_weight, backend, None, pool, budget,
+                                           quiet=True)
+            chosen_l2[pool] = self.input_l2_scores_
+        losses, w = {}, None
+        for pool, (states, oob) in fits.items():
+            seen, out = self._oob_outputs(states, oob, X)
+            if seen is None:  # (no row left out of every resample: nothing to choose on)
+                losses = {}
+                break
+            losses[pool] = self._losses(out, np.asarray(Y, dtype=np.float64)[seen], states[0].config)
+            w = None if sample_weight is None else np.asarray(sample_weight)[seen]
+        pool = pools[0]
+        if losses:
+            if _clearly_lower(losses[pools[1]], losses[pools[0]], w, POOL_SWITCH_Z):
+                pool = pools[1]
+        scores = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()} or None
+        if callbacks or self.verbose:
+            fits[pool] = self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks, pool, budget)
+        self.input_l2_scores_, self.pool_scores_ = chosen_l2[pool], scores
+        return fits[pool]
+
+    def _fit_members(self, members: int, X, Y, targets, sample_weight, backend, callbacks, pool, budget,
+                     quiet=False):
+        """The member runs of an averaged fit with candidate pool ``pool`` (None: the
+        parameter's): member k trains on a bootstrap resample of the rows (indices from stream
+        (5, k) of the estimator's seed, its own run seeded from stream (4, k)) to the end of its
+        own growth. With held-out data a member validates on its out-of-bag rows (a share of its
+        resample would hold copies of its training rows) and is not refit; ``input_l2='auto'`` is
+        chosen once, on member 0's rows (the same rule as a single fit's), and shared by every
+        member. ``budget`` seconds are shared out evenly between the runs. Callbacks and
+        progress see each member's run in turn (member 0's chosen run), and are finished once,
+        with the last (``quiet``: no progress lines). Returns the members' states and their
+        out-of-bag rows (None for a member without)."""
         from .seeds import derived_seed
 
         extra = list(callbacks or ())
-        progress = [_Progress(type(self).__name__)] if self.verbose else []
+        progress = [_Progress(type(self).__name__)] if self.verbose and not quiet else []
         n = len(X)
         sw = None if sample_weight is None else np.asarray(sample_weight)
-        grid = self._input_l2_grid(n, self._config(n, targets).validation_fraction)
-        runs = members + max(len(grid) - 1, 0)
-        seconds = None if self.max_time is None else self.max_time / runs
-        states, oob_rows, status, engine, lam = [], [], "FAILED", None, None
-        self.input_l2_scores_ = None
+        l2_grid, _ = self._choice_grids(n, self._config(n, targets).validation_fraction)
+        runs = members - 1 + max(len(l2_grid), 1)
+        seconds = None if budget is None else budget / runs
+        states, oob_rows, status, engine, changes = [], [], "FAILED", None, {}
+        self.input_l2_scores_ = self.pool_scores_ = None
         try:
             for k in range(members):
                 rows = np.random.default_rng(derived_seed(self.seed_, 5, k)).integers(0, n, n)
-                cfg = self._config(n, targets, input_l2=lam).replace(seed=derived_seed(self.seed_, 4, k), refit=False)
+                cfg = self._config(n, targets, input_l2=changes.get("input_l2"), pool=pool)
+                cfg = cfg.replace(seed=derived_seed(self.seed_, 4, k), refit=False)
                 held, oob = None, None
                 if cfg.validation_fraction > 0:
                     oob = np.setdiff1d(np.arange(n), rows)
@@ -417,10 +550,12 @@ class _CascorBase(BaseEstimator):
                 for p in progress:
                     p.member = f"{k + 1}/{members}"
                 engine = None
-                if k == 0 and grid and held is not None:
-                    lam, engine = self._choose_input_l2(grid, lambda value: self._member_run(
-                        cfg.replace(input_l2=value), data, backend, seconds))
-                    cfg = cfg.replace(input_l2=lam)
+                if k == 0 and l2_grid and held is not None:
+                    def fit_one(value, _pool, cfg=cfg, data=data):
+                        return self._member_run(cfg.replace(input_l2=value), data, backend, seconds)
+
+                    changes, engine = self._choose(l2_grid, (), fit_one, None)
+                    cfg = cfg.replace(**changes)
                     if progress or extra:
                         engine = None  # (run again, identically, for the callbacks to see)
                 if engine is None:
@@ -442,17 +577,17 @@ class _CascorBase(BaseEstimator):
         run(engine, stop_at_epoch=self.max_epochs, max_seconds=seconds, callbacks=list(callbacks))
         return engine
 
-    def _oob_score(self, states, oob_rows, X, Y, sample_weight):
-        """The averaged fit's score (accuracy, or R^2) on its out-of-bag rows: each row predicted
-        by the mean net input of the members that did not draw it (averaged as ``network_``
-        averages them, as scikit-learn's ``oob_score_`` of a bagging ensemble); rows every member
-        drew are left out. None when no member held rows out."""
+    def _oob_outputs(self, states, oob_rows, X):
+        """(rows seen, outputs) of an averaged fit on its out-of-bag rows: each row predicted by
+        the mean net input of the members that did not draw it (averaged as ``network_`` averages
+        them, as scikit-learn's ``oob_score_`` of a bagging ensemble); rows every member drew are
+        left out. (None, None) when no member held rows out."""
         import torch
 
         from .kernels import get_activation
 
         Xt = torch.as_tensor(X, dtype=torch.float64)  # (fit's own float32 copy: writable)
-        total = torch.zeros(len(X), Y.shape[1], dtype=torch.float64)
+        total = torch.zeros(len(X), states[0].network.n_outputs, dtype=torch.float64)
         count = torch.zeros(len(X), dtype=torch.float64)
         for state, rows in zip(states, oob_rows):
             if rows is None:
@@ -463,12 +598,20 @@ class _CascorBase(BaseEstimator):
             count[idx] += 1
         seen = (count > 0).numpy()
         if not seen.any():
-            return None
+            return None, None
         mean = total[seen] / count[seen].unsqueeze(1)
         out = torch.empty_like(mean)
         get_activation(states[0].network.output_activation).forward(mean, out)
+        return seen, out.numpy()
+
+    def _oob_score(self, states, oob_rows, X, Y, sample_weight):
+        """The averaged fit's score (accuracy, or R^2) on its out-of-bag rows
+        (:meth:`_oob_outputs`); None when no member held rows out."""
+        seen, out = self._oob_outputs(states, oob_rows, X)
+        if seen is None:
+            return None
         weights = None if sample_weight is None else np.asarray(sample_weight)[seen]
-        return float(self._score_outputs(out.numpy(), np.asarray(Y, dtype=np.float64)[seen], weights))
+        return float(self._score_outputs(out, np.asarray(Y, dtype=np.float64)[seen], weights))
 
     def _set_ensemble(self, states) -> None:
         """An averaged fit's attributes: ``network_`` is the members' average (one cascade,
@@ -476,9 +619,9 @@ class _CascorBase(BaseEstimator):
         attributes (``state_``, ``history_``, ``loss_curve_``) describe the first member."""
         from .network import average
 
-        scores = self.input_l2_scores_  # (member 0's choice, shared by every member; or None)
+        scores = self.input_l2_scores_, self.pool_scores_  # (member 0's choices, shared by every member)
         self._set_fitted(states[0])
-        self.input_l2_scores_ = scores
+        self.input_l2_scores_, self.pool_scores_ = scores
         self.members_ = list(states)
         self.n_estimators_ = len(states)
         self.network_ = average([st.best_network() for st in states])
@@ -496,7 +639,8 @@ class _CascorBase(BaseEstimator):
                              "(refit=True); it cannot grow further: set warm_start=False to fit afresh "
                              "(or refit=False)")
         old = self.state_.config
-        new = self._config(n_samples, targets, input_l2=old.input_l2)  # 'auto' keeps what it chose
+        # ('auto' keeps what it chose)
+        new = self._config(n_samples, targets, input_l2=old.input_l2, pool=old.candidate_activations)
         changed = sorted(k for k, v in new.to_dict().items() if v != old.to_dict()[k] and k != "max_units")
         if changed:
             k = changed[0]
@@ -530,6 +674,7 @@ class _CascorBase(BaseEstimator):
         self.best_validation_score_ = v.best_score if v is not None and v.best_n_units >= 0 else None
         self.best_n_units_ = v.best_n_units if v is not None and v.best_n_units >= 0 else self.network_.n_hidden
         self.input_l2_ = state.config.input_l2
+        self.candidate_activations_ = state.config.candidate_activations
         self.members_ = [state]
         self.n_estimators_ = 1
         self.oob_score_ = None  # (an averaged fit with held-out data sets it)
@@ -669,15 +814,16 @@ class CascorClassifier(ClassifierMixin, _CascorBase):
         """Class probabilities. With cross-entropy outputs (``output_loss='cross_entropy'``) these
         are the network's own (a softmax, or a logistic unit), calibrated by training; otherwise
         the outputs mapped to [0, 1] and normalised. Argmax agrees with ``predict``."""
-        out = self._outputs(X)
-        if self.state_.config.output_loss == "cross_entropy":
-            return np.hstack([1.0 - out, out]) if len(self.classes_) == 2 else out
-        spec = ACTIVATION_SPECS[self.network_.output_activation]
-        p = np.clip((out - spec.low) / (spec.high - spec.low), 0.0, 1.0)
-        if len(self.classes_) == 2:
-            return np.hstack([1.0 - p, p])
-        p = p + 1e-12
-        return p / p.sum(axis=1, keepdims=True)
+        return _probabilities(self._outputs(X), self.state_.config)
+
+    def _losses(self, out, Y, config):
+        """Each row's log-loss of the outputs' probabilities against encoded targets (clipped
+        as scikit-learn's ``log_loss`` clips: a probability of 0 costs -log(eps), not inf)."""
+        spec = ACTIVATION_SPECS[config.output_activation]
+        index = np.arange(max(2, Y.shape[1]))
+        p = _probabilities(out, config)
+        right = p[np.arange(len(p)), decode_outputs(Y, index, spec.low, spec.high)]
+        return -np.log(np.clip(right, np.finfo(p.dtype).eps, 1.0))
 
 
 class CascorRegressor(RegressorMixin, _CascorBase):
@@ -724,6 +870,10 @@ class CascorRegressor(RegressorMixin, _CascorBase):
         from sklearn.metrics import r2_score
 
         return r2_score(Y, out, sample_weight=sample_weight)
+
+    def _losses(self, out, Y, config):
+        """Each row's squared error, summed over the outputs (standardised targets)."""
+        return ((out - Y) ** 2).sum(axis=1)
 
     def predict(self, X):
         out = self._outputs(X)

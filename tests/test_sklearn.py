@@ -365,12 +365,12 @@ def test_an_averaged_fit_chooses_its_pool_by_the_averages_out_of_bag_log_loss(da
         rows, proba = _oob_predictions(given[pool], X.astype(np.float32), len(X))  # (as the fit sees X)
         per_row[pool] = np.array([log_loss([t], [q], labels=[0, 1, 2]) for t, q in zip(y[rows], proba)])
     # (the average of weights vs of net inputs: equal up to float64 rounding)
-    assert auto.pool_scores_ == pytest.approx({",".join(p): v.mean() for p, v in per_row.items()}, rel=1e-8)
+    assert auto.pool_losses_ == pytest.approx({",".join(p): v.mean() for p, v in per_row.items()}, rel=1e-8)
     gain = per_row[mixed] - per_row[ALTERNATIVE_POOL]
     assert (gain.mean() > POOL_SWITCH_Z * gain.std() / np.sqrt(len(gain))) == switched
     chosen = ALTERNATIVE_POOL if switched else mixed
     assert auto.candidate_activations_ == chosen and {m.config.candidate_activations for m in auto.members_} == {chosen}
-    assert auto.input_l2_scores_ == given[chosen].input_l2_scores_ and given[chosen].pool_scores_ is None
+    assert auto.input_l2_scores_ == given[chosen].input_l2_scores_ and given[chosen].pool_losses_ is None
     np.testing.assert_array_equal(auto.predict_proba(X), given[chosen].predict_proba(X))
     assert auto.oob_score_ == given[chosen].oob_score_
 

@@ -398,7 +398,7 @@ def test_candidate_pool_auto_chooses_on_the_held_out_log_loss(monkeypatch, z):
             proba = state.best_network()(torch.as_tensor(X[rows].astype(np.float32)), dtype=torch.float64).numpy()
         expected[pool] = log_loss(y[rows], proba, labels=[0, 1, 2])
         per_row[pool] = np.array([log_loss([t], [q], labels=[0, 1, 2]) for t, q in zip(y[rows], proba)])
-    assert auto.pool_scores_ == pytest.approx({",".join(p): v for p, v in expected.items()}, rel=1e-12)
+    assert auto.pool_losses_ == pytest.approx({",".join(p): v for p, v in expected.items()}, rel=1e-12)
     gain = per_row[mixed] - per_row[sk.ALTERNATIVE_POOL]
     assert gain.mean() > 0  # Gaussian units fit these held-out rows better on average
     clear = gain.mean() > sk.POOL_SWITCH_Z * gain.std() / np.sqrt(len(gain))
@@ -406,7 +406,7 @@ def test_candidate_pool_auto_chooses_on_the_held_out_log_loss(monkeypatch, z):
     chosen = sk.ALTERNATIVE_POOL if clear else mixed
     assert auto.candidate_activations_ == chosen
     given = sk.CascorClassifier(candidate_activations=list(chosen), **kw).fit(X, y)
-    assert given.pool_scores_ is None and given.input_l2_scores_ == auto.input_l2_scores_
+    assert given.pool_losses_ is None and given.input_l2_scores_ == auto.input_l2_scores_
     np.testing.assert_array_equal(auto.predict_proba(X), given.predict_proba(X))
 
 
@@ -436,15 +436,15 @@ def test_candidate_pool_auto_keeps_the_presets_pool_on_a_tie_and_where_nothing_i
     mixed = preset("default").candidate_activations
     Xr, yr = make_regression(1000, n_features=4, noise=5.0, random_state=0)
     reg = CascorRegressor(random_state=0, max_units=0).fit(Xr, yr)
-    assert reg.pool_scores_[",".join(mixed)] == reg.pool_scores_[",".join(ALTERNATIVE_POOL)]
+    assert reg.pool_losses_[",".join(mixed)] == reg.pool_losses_[",".join(ALTERNATIVE_POOL)]
     assert reg.candidate_activations_ == mixed
     X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
     paper = CascorClassifier("cascor1c", random_state=0, max_units=2, n_estimators=1).fit(X, y)
-    assert paper.pool_scores_ is None and paper.candidate_activations_ == preset("cascor1c").candidate_activations
+    assert paper.pool_losses_ is None and paper.candidate_activations_ == preset("cascor1c").candidate_activations
     given = CascorClassifier(random_state=0, max_units=2, n_estimators=1, candidate_activations=["gaussian"]).fit(X, y)
-    assert given.pool_scores_ is None and given.candidate_activations_ == ("gaussian",)
+    assert given.pool_losses_ is None and given.candidate_activations_ == ("gaussian",)
     few = CascorClassifier(random_state=0, max_units=2, n_estimators=1).fit(X[:995], y[:995])  # 199 held out
-    assert few.validation_scores_ and few.pool_scores_ is None and few.candidate_activations_ == mixed
+    assert few.validation_scores_ and few.pool_losses_ is None and few.candidate_activations_ == mixed
 
 
 def test_input_l2_auto_without_held_out_data_is_off(spirals):

@@ -354,7 +354,7 @@ class _CascorBase(BaseEstimator):
         Each pool gets its own input_l2 because the two interact: Gaussian units did best without
         it (make_classification, two splits: out-of-bag .866 / .860 at 0, .852 / .844 at 0.03),
         the mixed pool with it (friedman1: choosing the pool at 0 picked Gaussian units, R^2 .996
-        -> .992). ``input_l2_scores_``: the chosen pool's grid; ``pool_scores_``: each pool's mean
+        -> .992). ``input_l2_scores_``: the chosen pool's grid; ``pool_losses_``: each pool's mean
         held-out loss (log-loss, or the squared error of the standardised targets)."""
         chosen = {}
         for pool in pools or (None,):
@@ -369,11 +369,11 @@ class _CascorBase(BaseEstimator):
             known = [value for value in l2_grid if not np.isnan(scores[value])]
             lam = max(known, key=lambda value: (scores[value], -value)) if known else l2_grid[0]
             chosen[pool] = (lam, engines[lam], scores)
-        self.pool_scores_, pool = None, (pools or (None,))[0]
+        self.pool_losses_, pool = None, (pools or (None,))[0]
         if pools:
             Xh, Yh, w = held(chosen[pools[0]][1].state)  # (the same rows for every run)
             losses = {p: self._row_losses(eng.state, Xh, Yh) for p, (_, eng, _) in chosen.items()}
-            self.pool_scores_ = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()}
+            self.pool_losses_ = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()}
             if _clearly_lower(losses[pools[1]], losses[pools[0]], w, POOL_SWITCH_Z):
                 pool = pools[1]
         lam, engine, self.input_l2_scores_ = chosen[pool]
@@ -430,7 +430,7 @@ class _CascorBase(BaseEstimator):
                     self.seed_ = _resolve_seed(self.random_state)
                 l2_grid, pools = self._choice_grids(len(X), self._config(len(X), targets).validation_fraction)
                 engine, changes = None, {}
-                self.input_l2_scores_ = self.pool_scores_ = None
+                self.input_l2_scores_ = self.pool_losses_ = None
                 if l2_grid or pools:
                     def fit_one(value, pool):
                         eng = start(self._config(len(X), targets, input_l2=value, pool=pool), X, Y, backend=backend,
@@ -507,7 +507,7 @@ class _CascorBase(BaseEstimator):
         scores = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()} or None
         if callbacks or self.verbose:
             fits[pool] = self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks, pool, budget)
-        self.input_l2_scores_, self.pool_scores_ = chosen_l2[pool], scores
+        self.input_l2_scores_, self.pool_losses_ = chosen_l2[pool], scores
         return fits[pool]
 
     def _fit_members(self, members: int, X, Y, targets, sample_weight, backend, callbacks, pool, budget,
@@ -532,7 +532,7 @@ class _CascorBase(BaseEstimator):
         runs = members - 1 + max(len(l2_grid), 1)
         seconds = None if budget is None else budget / runs
         states, oob_rows, status, engine, changes = [], [], "FAILED", None, {}
-        self.input_l2_scores_ = self.pool_scores_ = None
+        self.input_l2_scores_ = self.pool_losses_ = None
         try:
             for k in range(members):
                 rows = np.random.default_rng(derived_seed(self.seed_, 5, k)).integers(0, n, n)
@@ -619,9 +619,9 @@ class _CascorBase(BaseEstimator):
         attributes (``state_``, ``history_``, ``loss_curve_``) describe the first member."""
         from .network import average
 
-        scores = self.input_l2_scores_, self.pool_scores_  # (member 0's choices, shared by every member)
+        scores = self.input_l2_scores_, self.pool_losses_  # (member 0's choices, shared by every member)
         self._set_fitted(states[0])
-        self.input_l2_scores_, self.pool_scores_ = scores
+        self.input_l2_scores_, self.pool_losses_ = scores
         self.members_ = list(states)
         self.n_estimators_ = len(states)
         self.network_ = average([st.best_network() for st in states])

@@ -432,10 +432,14 @@ class _CascorBase(BaseEstimator):
                 engine, changes = None, {}
                 self.input_l2_scores_ = self.pool_losses_ = None
                 if l2_grid or pools:
+                    # max_time is shared out between the choice's runs (as between an averaged fit's)
+                    runs = max(len(l2_grid), 1) * max(len(pools), 1)
+                    share = None if self.max_time is None else self.max_time / runs
+
                     def fit_one(value, pool):
                         eng = start(self._config(len(X), targets, input_l2=value, pool=pool), X, Y, backend=backend,
                                     targets=targets, sample_weight=sample_weight)
-                        run(eng, stop_at_epoch=self.max_epochs, max_seconds=self.max_time)
+                        run(eng, stop_at_epoch=self.max_epochs, max_seconds=share)
                         return eng
 
                     def held(state):  # the run's own held-out rows (every run splits alike)

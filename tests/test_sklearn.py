@@ -373,6 +373,11 @@ def test_an_averaged_fit_chooses_its_pool_by_the_averages_out_of_bag_log_loss(da
     assert auto.input_l2_scores_ == given[chosen].input_l2_scores_ and given[chosen].pool_losses_ is None
     np.testing.assert_array_equal(auto.predict_proba(X), given[chosen].predict_proba(X))
     assert auto.oob_score_ == given[chosen].oob_score_
+    if switched:  # a callback sees the chosen ensemble's runs (run again for it): the same fit
+        seen = []
+        watched = CascorClassifier(**kw).fit(X, y, callbacks=[lambda engine, event: seen.append(engine.state.config)])
+        assert {cfg.candidate_activations for cfg in seen} == {chosen} and watched.pool_losses_ == auto.pool_losses_
+        np.testing.assert_array_equal(watched.predict_proba(X), auto.predict_proba(X))
 
 
 def test_an_averaged_fit_with_held_out_data_validates_each_member_on_its_out_of_bag_rows():

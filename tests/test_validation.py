@@ -428,7 +428,7 @@ def test_candidate_pool_auto_is_kept_by_a_warm_start(monkeypatch):
 def test_candidate_pool_auto_keeps_the_presets_pool_on_a_tie_and_where_nothing_is_chosen():
     """A tie (no unit may be installed: both pools' networks are the same linear model) keeps the
     preset's pool; so do a paper preset, an explicit pool, and too few held-out rows (no choice,
-    no extra run). The regressor chooses by held-out R^2."""
+    no extra run). The regressor compares held-out squared errors."""
     from sklearn.datasets import make_classification, make_regression
 
     from cascor.sklearn import ALTERNATIVE_POOL, CascorClassifier, CascorRegressor

@@ -497,13 +497,12 @@ class _CascorBase(BaseEstimator):
             fits[pool] = self._fit_members(members, X, Y, targets, sample_weight, backend, None, pool, budget,
                                            quiet=True)
             chosen_l2[pool] = self.input_l2_scores_
+        outputs = {p: self._oob_outputs(states, oob, X) for p, (states, oob) in fits.items()}
+        seen = outputs[pools[0]][0]  # (the same rows for both: the same resamples)
         losses, w = {}, None
-        for pool, (states, oob) in fits.items():
-            seen, out = self._oob_outputs(states, oob, X)
-            if seen is None:  # (no row left out of every resample: nothing to choose on)
-                losses = {}
-                break
-            losses[pool] = self._losses(out, np.asarray(Y, dtype=np.float64)[seen], states[0].config)
+        if seen is not None:  # (None: no row left out of every resample, nothing to choose on)
+            losses = {p: self._losses(out, np.asarray(Y, dtype=np.float64)[seen], fits[p][0][0].config)
+                      for p, (_, out) in outputs.items()}
             w = None if sample_weight is None else np.asarray(sample_weight)[seen]
         clear = bool(losses) and _clearly_lower(losses[pools[1]], losses[pools[0]], w, POOL_SWITCH_Z)
         pool = pools[1] if clear else pools[0]

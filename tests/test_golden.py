@@ -124,6 +124,31 @@ def test_a_1_3_file_migrates_with_input_l2_off_and_may_not_carry_the_1_4_key(tmp
         snapshot.load(path)
 
 
+def test_a_1_5_file_migrates_with_every_row_and_may_not_carry_the_1_6_key(tmp_path):
+    import shutil
+    import sys
+
+    import h5py
+
+    from cascor.errors import CorruptSnapshotError
+
+    st = snapshot.load(os.path.join(FIXTURES, "v1.5", "covariance-candidates.h5")).state
+    assert st.config.candidate_rows == 0  # every 1.5 candidate phase read every row
+    assert st.candidate_patterns == st.n_patterns
+    new = snapshot.load(os.path.join(FIXTURES, "v1.6", "candidate-rows-candidates.h5")).state
+    assert new.config.candidate_rows == 120 and new.candidate_patterns == 120 < new.n_patterns
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hostile import _edit_json, reseal
+
+    path = str(tmp_path / "forged.h5")
+    shutil.copy(os.path.join(FIXTURES, "v1.5", "covariance-candidates.h5"), path)
+    with h5py.File(path, "r+", locking=False) as f:
+        _edit_json(f, "config", lambda c: c.__setitem__("candidate_rows", 100))
+    reseal(path)
+    with pytest.raises(CorruptSnapshotError, match=r"config\.candidate_rows: expected no such key in format 1\.5"):
+        snapshot.load(path)
+
+
 def test_cli_resume_of_a_finished_run_with_its_refit_pending_refits_it(tmp_path):
     """v1.3/refit-pending.h5 chose its size on held-out rows and stopped before the refit: the
     CLI's resume does the refit, exactly as the library would have right after training."""

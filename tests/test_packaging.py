@@ -54,7 +54,7 @@ def test_wheel_and_sdist_install_run_the_demo_and_the_shipped_tests(tmp_path):
         names = tar.getnames()
         tar.extractall(tmp_path / "sdist", filter="data")
     top = os.path.join(str(tmp_path / "sdist"), names[0].split("/")[0])
-    for needed in ("tests/test_golden.py", "tests/fixtures/v1.5/golden.json", "tests/fixtures/v1.4/golden.json",
+    for needed in ("tests/test_golden.py", "tests/fixtures/v1.6/golden.json", "tests/fixtures/v1.5/golden.json", "tests/fixtures/v1.4/golden.json",
                    "tests/fixtures/v1.3/golden.json",
                    "tests/fixtures/v1.2/golden.json",
                    "docs/snapshot-format.md",

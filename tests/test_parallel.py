@@ -89,6 +89,23 @@ def test_input_l2_identical_on_the_processes_backend():
     assert _content(eng) == local
 
 
+@pytest.mark.parametrize("kind", ["processes", "dask"])
+def test_candidate_rows_identical_on_the_distributed_backends(kind):
+    """Each phase's subset of rows (new every unit, so it travels whole) reaches the workers: the
+    same networks as in-process, covariance and Cascade 2 candidates."""
+    cases = [COV.replace(candidate_rows=1000), CAS2.replace(candidate_rows=900)]
+    local = [_content(_train(cfg)) for cfg in cases]
+    backend = make_backend("processes", workers=2) if kind == "processes" else DaskBackend(workers=2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = [_content(_train(cfg, backend)) for cfg in cases]
+        assert backend.chunks["runner"] > 0 and backend.chunks["local"] == 0
+    finally:
+        backend.close()
+    assert got == local
+
+
 def test_processes_worker_killed_mid_round(local_results):
     backend = make_backend("processes", workers=2)
     killed = []

@@ -22,6 +22,7 @@ draws exactly the same numbers.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .kernels import get_activation
@@ -35,6 +36,21 @@ _ZERO, _ONE, _MINUS_ONE = torch.tensor(0.0), torch.tensor(1.0), torch.tensor(-1.
 
 def candidate_seed(root_seed: int, unit_index: int, candidate_index: int) -> int:
     return derived_seed(root_seed, 1, unit_index, candidate_index)
+
+
+ROWS_STREAM = 6  # derived_seed(seed, ROWS_STREAM, unit): the rows a candidate phase trains on
+
+
+def candidate_rows(root_seed: int, unit_index: int, n_patterns: int, m: int) -> np.ndarray | None:
+    """The training rows candidate phase ``unit_index`` trains on (``config.candidate_rows``):
+    None for every row (m = 0, or m >= n_patterns), else m distinct rows in increasing order (memory
+    order: the gather stays sequential). Drawn with NumPy's legacy RandomState, whose stream NumPy
+    keeps fixed across versions (as the validation split), from stream (6, unit) of the seed, so
+    each unit sees fresh rows and a resumed phase the same ones."""
+    if not m or m >= n_patterns:
+        return None
+    rng = np.random.RandomState(derived_seed(root_seed, ROWS_STREAM, unit_index) % 2**32)
+    return np.sort(rng.permutation(n_patterns)[:m])
 
 
 def _groups(plan: list[tuple[str, float]]) -> list[tuple[object, int, int]]:

@@ -94,6 +94,12 @@ class CascorConfig:
     # Candidates are computed in blocks of this many rows: the unit of work that the parallel
     # backends distribute. Results depend on it (not on the backend), so it is part of the config.
     candidate_block: int = 32
+    # Format 1.6: each candidate phase trains on a random subset of this many training rows (0:
+    # every row). Drawn per unit from stream (6, unit) of the seed, so a resumed run draws the
+    # same rows; the output phase and the held-out scores use every row. On large data a
+    # candidate epoch is arithmetic over the rows: half the rows, half the time (100k-row set,
+    # docs/results.md "Session 18").
+    candidate_rows: int = 0
     input_epsilon: float = 1.0
     input_mu: float = 2.0
     input_decay: float = 0.0
@@ -270,6 +276,7 @@ def _validate(cfg: CascorConfig) -> None:
         _fail("refit", "true or false", cfg.refit)
     for name in ("output_patience", "input_patience", "max_units", "n_iter_no_change"):
         number(name, nonneg=True, integer=True, upper=1_000_000)
+    number("candidate_rows", nonneg=True, integer=True, upper=2**40)
     for name in ("output_epochs", "input_epochs", "pool_size", "candidate_block"):
         number(name, positive=True, integer=True, upper=1_000_000)
     number("seed", nonneg=True, integer=True, upper=2**63 - 1)
@@ -383,6 +390,7 @@ FIELD_HELP: dict[str, str] = {
     "candidate_steepnesses": "steepnesses the candidate pool cycles through (comma-separated)",
     "pool_size": "candidates trained per unit [NCandidates]",
     "candidate_block": "candidates per block, the unit of parallel work (results depend on it)",
+    "candidate_rows": "training rows each candidate phase trains on, a random subset per unit (0: all rows)",
     "input_epsilon": "candidate phase quickprop step size, divided by patterns and fan-in [InputEpsilon]",
     "input_mu": "candidate phase maximum growth factor [InputMu]",
     "input_decay": "candidate phase weight decay [InputDecay]",

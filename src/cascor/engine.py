@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .activations import ACTIVATION_SPECS
+from .candidates import candidate_rows
 from .kernels import get_activation
 from .errors import DataError, DivergedError
 from .network import HiddenUnit, unit_column
@@ -147,6 +148,7 @@ class Engine:
             std = math.sqrt(float((((Yd - mean) ** 2) * wd).sum() / (wd.sum() * Y.shape[1])))
         self._target_std = std if std > 0 else 1.0
         self._cand_inputs: tuple | None = None
+        self._cand_rows = self._cand_mass = None  # rows and mass of the candidate phase (see _candidate_inputs)
         self._views: tuple | None = None  # see _output_views
         spec = ACTIVATION_SPECS[cfg.output_activation]
         self._range = (spec.low, spec.high)
@@ -345,63 +347,82 @@ class Engine:
 
     # -- candidate phase ------------------------------------------------------------------
     def _candidate_inputs(self) -> tuple:
-        """Per-phase constants derived from the stored residual (recomputed identically on resume)."""
+        """Per-phase constants derived from the stored residual (recomputed identically on resume):
+        (values rows the candidates read, centred residual, its transpose) for covariance
+        candidates, (values rows, residual, its transpose, its summed squares) for Cascade 2.
+
+        With ``candidate_rows`` the phase reads a random subset of the rows (see
+        :func:`cascor.candidates.candidate_rows`): the residual is centred and normalised on those
+        rows, and the step size counts them, so the phase is the one the subset alone would run."""
         if self._cand_inputs is None:
-            st = self.state
-            if st.config.candidate_score == "covariance" and self._w is None:
-                E = st.errors
-                sse = float(torch.dot(E.view(-1), E.view(-1)))
-                Ec = (E - E.mean(dim=0)) / (sse if sse > 0 else 1.0)
-                self._cand_inputs = (Ec, Ec.t().contiguous())
-                self._cand_decay = self._scaled_decay(sse)
-            elif st.config.candidate_score == "covariance":
-                # Weighted: sum_p V_p Ec_p is then the weighted covariance of V with the residual.
-                E, w = st.errors, self._wcol
-                sse = float(torch.dot((E * E).sum(dim=1), self._w))
-                mean = (E * w).sum(dim=0) / float(self._mass)
-                Ec = w * (E - mean) / (sse if sse > 0 else 1.0)
-                self._cand_inputs = (Ec, Ec.t().contiguous())
-                self._cand_decay = self._scaled_decay(sse)
+            st, cfg = self.state, self.state.config
+            F = st.network.fan_in
+            rows = candidate_rows(cfg.seed, st.network.n_hidden, st.n_patterns, cfg.candidate_rows)
+            if rows is None:
+                X, E, D, w, wcol, mass = self._output_views()[0], st.errors, st.diffs, self._w, self._wcol, self._mass
             else:
-                R = -st.diffs
-                rr = float(torch.dot(R.view(-1), R.view(-1)))
-                self._cand_inputs = (R, R.t().contiguous(), rr if rr > 0 else 1.0)
-                self._cand_decay = st.config.input_decay
+                idx = torch.from_numpy(rows)
+                # The rows' values in a buffer as wide as the cache: the kernels see the layout a
+                # run holding only these rows would give them.
+                X = torch.empty(len(rows), self.values.shape[1])[:, :F]
+                X.copy_(self.values[idx, :F])
+                E, D = st.errors[idx], st.diffs[idx]
+                w = None if self._w is None else self._w[idx]
+                wcol = None if w is None else w.unsqueeze(1)
+                mass = float(len(rows)) if w is None else float(w.double().sum())
+            self._cand_rows = X.shape[0]
+            self._cand_mass = mass if mass > 0 else 1.0  # (a subset whose weights are all 0 learns nothing)
+            if cfg.candidate_score == "covariance" and w is None:
+                sse = float(torch.dot(E.reshape(-1), E.reshape(-1)))
+                Ec = (E - E.mean(dim=0)) / (sse if sse > 0 else 1.0)
+                self._cand_inputs = (X, Ec, Ec.t().contiguous())
+                self._cand_decay = self._scaled_decay(sse, mass, E.shape[1])
+            elif cfg.candidate_score == "covariance":
+                # Weighted: sum_p V_p Ec_p is then the weighted covariance of V with the residual.
+                sse = float(torch.dot((E * E).sum(dim=1), w))
+                mean = (E * wcol).sum(dim=0) / self._cand_mass
+                Ec = wcol * (E - mean) / (sse if sse > 0 else 1.0)
+                self._cand_inputs = (X, Ec, Ec.t().contiguous())
+                self._cand_decay = self._scaled_decay(sse, mass, E.shape[1])
+            else:
+                R = -D
+                rr = float(torch.dot(R.reshape(-1), R.reshape(-1)))
+                self._cand_inputs = (X, R, R.t().contiguous(), rr if rr > 0 else 1.0)
+                self._cand_decay = cfg.input_decay
         return self._cand_inputs
 
-    def _scaled_decay(self, sse: float) -> float:
+    def _scaled_decay(self, sse: float, mass: float, n_outputs: int) -> float:
         """The candidates' weight decay: input_decay, plus input_l2 over the residual's RMS (the
         covariance slope scales as 1 / RMS, so the penalty keeps its weight against it)."""
         cfg = self.state.config
         if not cfg.input_l2:
             return cfg.input_decay
-        rms = math.sqrt(sse / (self._mass * self.state.errors.shape[1]))
+        rms = math.sqrt(sse / (mass * n_outputs)) if mass > 0 else 0.0
         return cfg.input_decay + (cfg.input_l2 / rms if rms > 0 else 0.0)
 
     def _candidate_epoch(self, limit: int | None) -> str:
         st, cfg = self.state, self.state.config
         ph, net = st.phase, st.network
-        P, F = st.n_patterns, net.fan_in
-        Xv = self._output_views()[0]  # the values the candidates read: the outputs' inputs
-        inputs = self._candidate_inputs()
+        F = net.fan_in
+        X, *inputs = self._candidate_inputs()
         covariance = cfg.candidate_score == "covariance"
         if st.pool is None:
             st.pool = st.new_pool()
             st.pool.initialize(cfg.seed, net.n_hidden, cfg.weight_range)
         pool = st.pool
         measuring = covariance and ph.passes == 0
-        eps = cfg.input_epsilon / (self._mass * F)  # the pattern count, or the weights' sum
+        eps = cfg.input_epsilon / (self._cand_mass * F)  # the pattern count, or the weights' sum
         left = self._epochs_left(measuring)
         chunk = min(left, self._chunk_length(measuring), limit if limit is not None else left)
-        if chunk > 1 and self.backend.distributes(P, pool.size, F, len(pool.blocks)):
+        if chunk > 1 and self.backend.distributes(self._cand_rows, pool.size, F, len(pool.blocks)):
             return self._candidate_chunk(chunk, measuring, eps)
         if measuring:
-            pool.measure(Xv, inputs[0])
+            pool.measure(X, inputs[0])
         elif covariance:
-            pool.train_covariance(Xv, inputs[0], inputs[1], eps, cfg.input_mu, self._cand_decay)
+            pool.train_covariance(X, inputs[0], inputs[1], eps, cfg.input_mu, self._cand_decay)
         else:
-            pool.train_cascade2(Xv, inputs[0], inputs[1], inputs[2], eps, cfg.input_epsilon / P, cfg.input_mu,
-                                cfg.input_decay)
+            pool.train_cascade2(X, inputs[0], inputs[1], inputs[2], eps, cfg.input_epsilon / self._cand_rows,
+                                cfg.input_mu, cfg.input_decay)
         if self._after_candidate_epoch(measuring):
             self._install(*pool.winner())
             return "installed"
@@ -459,8 +480,11 @@ class Engine:
         pool = st.pool
         F = st.network.fan_in
         if self._round is None:
-            inputs = self._candidate_inputs()
-            shared = {"X": self.values[:, :F].contiguous().numpy(), "X_key": [self._values_key, F]}
+            X, *inputs = self._candidate_inputs()
+            # A worker keeps the values columns between rounds and is sent only the new one; a
+            # subset of rows is new every phase, so its key names the phase and it travels whole.
+            key = self._values_key if self._cand_rows == st.n_patterns else f"{self._values_key}/{st.network.n_hidden}"
+            shared = {"X": X.contiguous().numpy(), "X_key": [key, F]}
             if cfg.candidate_score == "covariance":
                 shared.update(kind="covariance", Ec=inputs[0].numpy(), EcT=inputs[1].numpy())
             else:
@@ -468,7 +492,7 @@ class Engine:
             self._round = self.backend.begin_round(shared)
         # start/max_epochs let a backend compute ahead: the phase's epochs from pass `start` on
         # are the same whatever the replay decides, up to the phase's epoch cap.
-        params = {"epochs": epochs, "measure_first": measuring, "eps": eps, "eps_out": cfg.input_epsilon / st.n_patterns,
+        params = {"epochs": epochs, "measure_first": measuring, "eps": eps, "eps_out": cfg.input_epsilon / self._cand_rows,
                   "mu": cfg.input_mu, "decay": self._cand_decay, "start": st.phase.passes,
                   "max_epochs": self._epochs_left(measuring)}
         keys = ("weights", "delta", "prev_slope", "prev_cor") + (

@@ -174,7 +174,8 @@ class _CascorBase(BaseEstimator):
                  output_activation=None, output_epsilon=None, output_mu=None, output_decay=None,
                  output_patience=None, output_change_threshold=None, output_epochs=None, output_step=None,
                  output_loss=None, candidate_score=None,
-                 candidate_activations=None, candidate_steepnesses=None, candidate_block=None, input_epsilon=None,
+                 candidate_activations=None, candidate_steepnesses=None, candidate_block=None, candidate_rows=None,
+                 input_epsilon=None,
                  input_mu=None, input_decay=None, input_l2=None, input_patience=None, input_change_threshold=None,
                  input_epochs=None, weight_range=None, weight_multiplier=None, sigmoid_prime_offset=None,
                  error_measure=None, score_threshold=None, error_index_threshold=None, overrides=None):
@@ -210,6 +211,7 @@ class _CascorBase(BaseEstimator):
         self.candidate_activations = candidate_activations
         self.candidate_steepnesses = candidate_steepnesses
         self.candidate_block = candidate_block
+        self.candidate_rows = candidate_rows
         self.input_epsilon = input_epsilon
         self.input_mu = input_mu
         self.input_decay = input_decay

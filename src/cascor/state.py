@@ -105,10 +105,16 @@ class TrainState:
             cfg.candidate_plan(),
             self.network.fan_in,
             self.network.n_outputs,
-            self.n_patterns,
+            self.candidate_patterns,
             cascade2=cfg.candidate_score == "cascade2",
             block_size=cfg.candidate_block,
         )
+
+    @property
+    def candidate_patterns(self) -> int:
+        """Rows a candidate phase trains on: ``config.candidate_rows``, at most every row."""
+        m = self.config.candidate_rows
+        return min(m, self.n_patterns) if m else self.n_patterns
 
     @property
     def done(self) -> bool:

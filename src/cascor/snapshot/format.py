@@ -17,8 +17,8 @@ import json
 import numpy as np
 
 FORMAT_NAME = "cascor-snapshot"
-FORMAT_VERSION = (1, 5)  # 1.1: library versions; 1.2: validation, per-unit scores; 1.3: config.refit;
-# 1.4: config.input_l2; 1.5: the input scaling (migrate.py)
+FORMAT_VERSION = (1, 6)  # 1.1: library versions; 1.2: validation, per-unit scores; 1.3: config.refit;
+# 1.4: config.input_l2; 1.5: the input scaling; 1.6: config.candidate_rows (migrate.py)
 USERBLOCK_SIZE = 512
 MAGIC = b"CASCOR-SNAPSHOT\n"
 

@@ -21,7 +21,9 @@ penalty on the candidates' input weights relative to the residual's RMS; a 1.3 f
 with ``input_l2: 0.0``, which adds nothing to the decay every 1.3 run used); 1.5 (the run's input
 scaling: ``meta.input_scaling`` and, when true, ``inputs/mean`` and ``inputs/scale``, the
 standardisation the network's inputs went through; a 1.4 file migrates with ``input_scaling:
-false``: every 1.4 run used its data's columns as they were).
+false``: every 1.4 run used its data's columns as they were); 1.6 (the config field
+``candidate_rows``: each candidate phase trains on a random subset of that many rows; a 1.5 file
+migrates with ``candidate_rows: 0``, every row, as every 1.5 run trained).
 """
 
 from __future__ import annotations
@@ -76,14 +78,22 @@ def _v1_4_to_v1_5(raw: RawSnapshot) -> RawSnapshot:
     return raw
 
 
+def _v1_5_to_v1_6(raw: RawSnapshot) -> RawSnapshot:
+    """1.6 adds the config field ``candidate_rows``; at 0 a candidate phase reads every row, as
+    in every 1.5 run."""
+    raw.config = dict(raw.config, candidate_rows=0)
+    return raw
+
+
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Migration]] = {
     (1, 0): ((1, 1), _v1_0_to_v1_1),
     (1, 1): ((1, 2), _v1_1_to_v1_2),
     (1, 2): ((1, 3), _v1_2_to_v1_3),
     (1, 3): ((1, 4), _v1_3_to_v1_4),
     (1, 4): ((1, 5), _v1_4_to_v1_5),
+    (1, 5): ((1, 6), _v1_5_to_v1_6),
 }
-RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5))
+RELEASED = ((1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6))
 
 
 def migrate(raw: RawSnapshot) -> RawSnapshot:

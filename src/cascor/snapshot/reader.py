@@ -282,7 +282,7 @@ def read_snapshot(path: str, limits: Limits = Limits(), *, read_data: bool | tup
 
 
 # Config fields a version introduced: an older file carrying one was not written by cascor.
-CONFIG_SINCE = {"refit": (1, 3), "input_l2": (1, 4)}
+CONFIG_SINCE = {"refit": (1, 3), "input_l2": (1, 4), "candidate_rows": (1, 6)}
 
 
 def _check_config(config: dict, path: str, version: tuple[int, int] = fmt.FORMAT_VERSION) -> None:

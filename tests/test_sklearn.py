@@ -348,7 +348,7 @@ def test_an_averaged_fit_chooses_its_pool_by_the_averages_out_of_bag_log_loss():
     errors of the paired per-row difference): checked against the fits given each pool, their
     out-of-bag outputs computed the long way; the fit is exactly the one given the chosen pool.
     Here the Gaussian pool's is clearly lower (z ~5.8); the rule's other side is the single
-    fit's test (test_validation), the same `_clearly_lower`."""
+    fit's test (test_validation), the same `clearly_lower`."""
     from sklearn.datasets import make_classification
     from sklearn.metrics import log_loss
 

@@ -383,9 +383,10 @@ def test_candidate_pool_auto_chooses_on_the_held_out_log_loss(monkeypatch, z):
     from sklearn.metrics import log_loss
 
     import cascor.sklearn as sk
+    from cascor.estimators import choice
 
     if z is not None:
-        monkeypatch.setattr(sk, "POOL_SWITCH_Z", z)
+        monkeypatch.setattr(choice, "POOL_SWITCH_Z", z)
     X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=3)
     kw = {"random_state": 0, "max_units": 6, "n_estimators": 1, "refit": False}
     mixed = preset("default").candidate_activations
@@ -401,7 +402,7 @@ def test_candidate_pool_auto_chooses_on_the_held_out_log_loss(monkeypatch, z):
     assert auto.pool_losses_ == pytest.approx({",".join(p): v for p, v in expected.items()}, rel=1e-12)
     gain = per_row[mixed] - per_row[sk.ALTERNATIVE_POOL]
     assert gain.mean() > 0  # Gaussian units fit these held-out rows better on average
-    clear = gain.mean() > sk.POOL_SWITCH_Z * gain.std() / np.sqrt(len(gain))
+    clear = gain.mean() > choice.POOL_SWITCH_Z * gain.std() / np.sqrt(len(gain))
     assert clear == (z is not None)
     chosen = sk.ALTERNATIVE_POOL if clear else mixed
     assert auto.candidate_activations_ == chosen
@@ -416,8 +417,9 @@ def test_candidate_pool_auto_is_kept_by_a_warm_start(monkeypatch):
     from sklearn.datasets import make_classification
 
     import cascor.sklearn as sk
+    from cascor.estimators import choice
 
-    monkeypatch.setattr(sk, "POOL_SWITCH_Z", -1e9)  # (any held-out loss switches: Gaussian units)
+    monkeypatch.setattr(choice, "POOL_SWITCH_Z", -1e9)  # (any held-out loss switches: Gaussian units)
     X, y = make_classification(1000, n_features=8, n_informative=4, n_classes=3, random_state=1)
     grown = sk.CascorClassifier(random_state=0, max_units=2, warm_start=True).fit(X, y)
     assert grown.candidate_activations_ == sk.ALTERNATIVE_POOL
@@ -466,6 +468,7 @@ def test_input_l2_auto_is_the_default_preset_estimators_default(monkeypatch):
     from sklearn.datasets import make_classification, make_regression
 
     import cascor.sklearn as sk
+    from cascor.estimators import choice
 
     X, y = make_classification(1000, n_features=6, n_informative=4, random_state=3)
     default = sk.CascorClassifier(random_state=0, max_units=3).fit(X, y)
@@ -483,7 +486,7 @@ def test_input_l2_auto_is_the_default_preset_estimators_default(monkeypatch):
     assert set(reg.input_l2_scores_) == set(sk.INPUT_L2_GRID)
     few = sk.CascorClassifier(random_state=0, max_units=3).fit(X[:995], y[:995])  # 199 held-out rows
     assert few.validation_scores_ and few.input_l2_scores_ is None and few.input_l2_ == 0.0
-    monkeypatch.setattr(sk, "INPUT_L2_AUTO_MAX_SAMPLES", 999)
+    monkeypatch.setattr(choice, "INPUT_L2_AUTO_MAX_SAMPLES", 999)
     big = sk.CascorClassifier(random_state=0, max_units=3).fit(X, y)
     off = sk.CascorClassifier(random_state=0, max_units=3, input_l2=0.0).fit(X, y)
     assert big.input_l2_scores_ is None and big.input_l2_ == 0.0

@@ -18,7 +18,6 @@ candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--work
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import sys
@@ -35,34 +34,20 @@ from .config import (AUTO_VALIDATION_SAMPLES, DEFAULT_VALIDATION_FRACTION, REGRE
 from .config import preset as get_preset
 from .datasets import decode_outputs, encode_targets
 from .errors import DataError, StateError
+from .estimators.choice import (ALTERNATIVE_POOL, INPUT_L2_AUTO_MAX_SAMPLES, INPUT_L2_AUTO_MIN_HELD_OUT, INPUT_L2_GRID,
+                                POOL_SWITCH_Z, HeldOutChoices)
+from .estimators.common import Progress, is_auto
+from .estimators.ensemble import AUTO_ENSEMBLE, AUTO_ENSEMBLE_HELD_OUT, AUTO_ENSEMBLE_MAX_SAMPLES, Averaging
+
+# (the choices' and averaged fits' constants are documented where they are used; named here too)
+__all__ = ["CascorClassifier", "CascorRegressor", "ALTERNATIVE_POOL", "AUTO_ENSEMBLE", "AUTO_ENSEMBLE_HELD_OUT",
+           "AUTO_ENSEMBLE_MAX_SAMPLES", "INPUT_L2_AUTO_MAX_SAMPLES", "INPUT_L2_AUTO_MIN_HELD_OUT", "INPUT_L2_GRID",
+           "POOL_SWITCH_Z"]
 
 
 # What the estimators add on the default preset besides config.recommended (the CLI's outputs):
 # input_l2 and the candidate pool chosen on held-out data.
 ESTIMATOR_EXTRAS = {"input_l2": "auto", "candidate_activations": "auto"}
-
-
-class _Progress:
-    """verbose=1: one line per installed unit on stderr (as scikit-learn's estimators print);
-    an averaged fit names the member cascade each line is about (``member``: "2/5")."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.member = None
-
-    def __call__(self, engine, event):
-        st = engine.state
-        if event == "installed" or st.done:
-            s = st.history.scores
-            val = f", validation score {s['val_score'][-1]:.4f}" if st.validation is not None and s["val_score"] else ""
-            what = f"unit {st.network.n_hidden} installed" if event == "installed" else f"done ({st.status})"
-            who = self.name if self.member is None else f"{self.name} [cascade {self.member}]"
-            print(f"{who}: epoch {st.counters.epoch}: {what}{val}", file=sys.stderr, flush=True)
-        return None
-
-
-def _is_auto(value) -> bool:
-    return isinstance(value, str) and value == "auto"
 
 
 def _writable(X: np.ndarray) -> np.ndarray:
@@ -81,19 +66,6 @@ def _probabilities(out: np.ndarray, config) -> np.ndarray:
         return np.hstack([1.0 - p, p])
     p = p + 1e-12
     return p / p.sum(axis=1, keepdims=True)
-
-
-def _clearly_lower(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None, z: float) -> bool:
-    """Whether per-row losses ``a`` have a lower (weighted) mean than ``b`` on the same rows by
-    more than ``z`` standard errors of the paired difference (NaN anywhere: False)."""
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=np.float64)
-    if not (np.all(np.isfinite(d)) and w.sum() > 0):
-        return False
-    mean = float(np.average(d, weights=w))
-    n_eff = w.sum() ** 2 / (w * w).sum()  # Kish's effective sample size (n without weights)
-    se = math.sqrt(float(np.average((d - mean) ** 2, weights=w)) / n_eff)
-    return mean > z * se if se > 0 else mean > 0
 
 
 def _resolve_seed(random_state) -> int:
@@ -121,48 +93,7 @@ AUTO_EARLY_STOPPING_SAMPLES = {"classifier": AUTO_VALIDATION_SAMPLES["classifica
 # than one thread (two-spirals: 1.7-3.1 s vs 0.1 s); from this many sample x feature values on,
 # the caller's setting is kept.
 SINGLE_THREAD_BELOW = 2_000_000
-# input_l2='auto' on held-out data tries these (docs/results.md, "Candidate L2"): 0.1 suits
-# well-fit, high-dimensional data (digits, friedman1), 0.03 noisy data (make_classification), 0
-# what neither helps; no single value was right on every benchmark set.
-INPUT_L2_GRID = (0.0, 0.03, 0.1)
-# The choice is made when at least INPUT_L2_AUTO_MIN_HELD_OUT rows are held out: on fewer the
-# best of three noisy held-out scores picks a value by chance (breast_cancer, 91 held-out rows:
-# accuracy .974 -> .967-.972; diabetes, 71 rows: R^2 .478 -> .466), from 288 rows on it gained
-# (digits .967 -> .975, make_classification .849 -> .857, friedman1 R^2 .987 -> .997); and up to
-# INPUT_L2_AUTO_MAX_SAMPLES samples: each value costs a run, and on make_classification(100 000)
-# the choice was 0 at 2.3x the fit time (44 s -> 102 s). Outside these bounds 'auto' is 0.
-INPUT_L2_AUTO_MIN_HELD_OUT = 200
-INPUT_L2_AUTO_MAX_SAMPLES = 20_000
-# candidate_activations='auto' (the estimators' default on the `default` preset), under the same
-# bounds: the preset's mixed pool or Gaussian units only, chosen on the held-out rows
-# (docs/results.md, "Session 17"). No pool was best everywhere: Gaussian units gained on
-# make_classification's clustered classes (accuracy .856 -> .879, log-loss .386 -> .336; one
-# cascade on the 100k scale set .984 -> .987, where no choice is made: above the bounds) and lost
-# on two-spirals, circles (log-loss .026 -> .045) and friedman1 (R^2 .996 -> .992).
-ALTERNATIVE_POOL = ("gaussian",)
-# ... and only on clear evidence: the alternative's mean held-out loss must be lower by this many
-# standard errors of the paired per-row difference (a one-sided test at about 2.3 %). Picking the
-# lower loss outright switched on noise where the pools are close (digits, choosing folds: log-loss
-# .096 -> .099, accuracy .974 -> .976).
-POOL_SWITCH_Z = 2.0
-# Data too small to hold a share out (early_stopping='auto' holds none) has each cascade grow until
-# its training rows are solved: confident everywhere, and wrong with confidence between them
-# (two-spirals log-loss 1.31). n_estimators='auto' then averages this many cascades, each fitted on
-# a bootstrap resample of the rows, before the output activation (docs/results.md, "Session 13";
-# 20 rather than session 13's 10 since session 15: two-spirals .843 / .363 -> .888 / .268 and iris
-# log-loss .081 -> .079 / .107 -> .097 on the choosing folds, at twice the fit time).
-AUTO_ENSEMBLE = 20
-# Where the classifier holds data out, n_estimators='auto' averages this many cascades, each on a
-# bootstrap resample and validated on its out-of-bag rows (docs/results.md, "Session 15"): log-loss
-# circles .039 -> .030 (MLP .031), digits .095 -> .092 (MLP .093) at about 4x the fit time;
-# regression gained nothing beyond noise (diabetes R^2 -.009 to +.005), so the regressor keeps one
-# cascade. Up to AUTO_ENSEMBLE_MAX_SAMPLES samples (as the input_l2 choice): beyond, one cascade
-# already takes tens of seconds.
-AUTO_ENSEMBLE_HELD_OUT = 5
-AUTO_ENSEMBLE_MAX_SAMPLES = 20_000
-
-
-class _CascorBase(BaseEstimator):
+class _CascorBase(HeldOutChoices, Averaging, BaseEstimator):
     _regression = False
     def _class_changes(self, changes: dict, targets: dict) -> None:
         """Config changes that depend on the classes (the classifier's output activation)."""
@@ -246,26 +177,6 @@ class _CascorBase(BaseEstimator):
             return n_samples >= AUTO_EARLY_STOPPING_SAMPLES["regressor" if self._regression else "classifier"]
         return bool(self.early_stopping)
 
-    def _n_members(self, n_samples: int) -> int:
-        """How many cascades the fit averages: ``n_estimators``, where 'auto' (on the ``default``
-        preset with ``early_stopping='auto'``) is :data:`AUTO_ENSEMBLE` for data too small to hold
-        a share out, :data:`AUTO_ENSEMBLE_HELD_OUT` for a classifier that holds data out (up to
-        :data:`AUTO_ENSEMBLE_MAX_SAMPLES` samples), else 1 (a paper preset, an explicit
-        early_stopping, and a warm start -- which continues one run -- keep one cascade)."""
-        n = self.n_estimators
-        if _is_auto(n):
-            if self.preset != "default" or not _is_auto(self.early_stopping) or self.warm_start:
-                return 1
-            if not self._uses_validation(n_samples):
-                return AUTO_ENSEMBLE
-            held_out = not self._regression and n_samples <= AUTO_ENSEMBLE_MAX_SAMPLES
-            return AUTO_ENSEMBLE_HELD_OUT if held_out else 1
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"the 'n_estimators' parameter must be 'auto' or a positive int; got {n!r} instead")
-        if n > 1 and self.warm_start:
-            raise ValueError("warm_start continues one run: n_estimators must be 1 or 'auto' with warm_start=True")
-        return int(n)
-
     def _estimator_defaults(self) -> dict:
         """What the estimators change on the ``default`` preset: config.RECOMMENDED (an L2
         penalty on the output weights; for the classifier, cross-entropy outputs), and
@@ -289,9 +200,9 @@ class _CascorBase(BaseEstimator):
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
-        if _is_auto(changes.get("input_l2")):
+        if is_auto(changes.get("input_l2")):
             changes["input_l2"] = 0.0 if input_l2 is None else input_l2
-        if _is_auto(changes.get("candidate_activations")):
+        if is_auto(changes.get("candidate_activations")):
             changes["candidate_activations"] = cfg.candidate_activations if pool is None else tuple(pool)
         self._class_changes(changes, targets)
         if self._regression:
@@ -319,82 +230,6 @@ class _CascorBase(BaseEstimator):
         # ten datasets, small gains wherever data is held out (digits .963 -> .966, log-loss
         # .126 -> .116; breast_cancer log-loss .095 -> .086; diabetes R^2 .474 -> .481).
         return (not self.warm_start) if self.refit == "auto" else bool(self.refit)
-
-    def _choice_grids(self, n_samples: int, validation_fraction: float) -> tuple[tuple, tuple]:
-        """(input_l2 values, candidate pools) a fresh fit tries on its held-out rows: with at least
-        :data:`INPUT_L2_AUTO_MIN_HELD_OUT` held-out rows and at most
-        :data:`INPUT_L2_AUTO_MAX_SAMPLES` samples, :data:`INPUT_L2_GRID` for ``input_l2='auto'``
-        and (the preset's pool, :data:`ALTERNATIVE_POOL`) for ``candidate_activations='auto'``;
-        otherwise none (each 'auto' then takes the preset's value, 0 for input_l2)."""
-        held_out = math.ceil(n_samples * validation_fraction)  # as validation.split_indices counts
-        if n_samples > INPUT_L2_AUTO_MAX_SAMPLES or validation_fraction <= 0 or held_out < INPUT_L2_AUTO_MIN_HELD_OUT:
-            return (), ()
-        l2 = INPUT_L2_GRID if _is_auto(self._param("input_l2")) else ()
-        pools = ()
-        if _is_auto(self._param("candidate_activations")):
-            own = get_preset(self.preset).candidate_activations
-            pools = (own, ALTERNATIVE_POOL) if own != ALTERNATIVE_POOL else ()
-        return l2, pools
-
-    def _param(self, name: str):
-        """A config parameter as the fit sees it: the estimator's, else ``overrides``', else the
-        estimators' default on the ``default`` preset ('auto' for the chosen ones), else None
-        (the preset's value)."""
-        value = getattr(self, name)
-        if value is not None:
-            return value
-        return (self.overrides or {}).get(name, self._estimator_defaults().get(name))
-
-    def _choose(self, l2_grid, pools, fit_one, held):
-        """(chosen changes, the chosen run's engine): ``fit_one(input_l2, pool)`` runs the fit's
-        run (same seed, same held-out rows) with those settings (None: the parameter's own).
-        For each pool (the preset's and :data:`ALTERNATIVE_POOL`, or just the parameter's),
-        input_l2 by each run's best held-out score, ties to the smaller value; then the pool by
-        :meth:`_row_losses` of each pool's chosen network on the held-out rows ``held(state)`` =
-        (X, Y, sample weights or None): the preset's pool unless the other's mean loss is lower by
-        more than :data:`POOL_SWITCH_Z` standard errors of the paired per-row difference.
-        Each pool gets its own input_l2 because the two interact: Gaussian units did best without
-        it (make_classification, two splits: out-of-bag .866 / .860 at 0, .852 / .844 at 0.03),
-        the mixed pool with it (friedman1: choosing the pool at 0 picked Gaussian units, R^2 .996
-        -> .992). ``input_l2_scores_``: the chosen pool's grid; ``pool_losses_``: each pool's mean
-        held-out loss (log-loss, or the squared error of the standardised targets)."""
-        chosen = {}
-        for pool in pools or (None,):
-            if not l2_grid:
-                chosen[pool] = (None, fit_one(None, pool), None)
-                continue
-            scores, engines = {}, {}
-            for value in l2_grid:
-                eng = engines[value] = fit_one(value, pool)
-                v = eng.state.validation
-                scores[value] = v.best_score if v is not None and v.best_n_units >= 0 else float("nan")
-            known = [value for value in l2_grid if not np.isnan(scores[value])]
-            lam = max(known, key=lambda value: (scores[value], -value)) if known else l2_grid[0]
-            chosen[pool] = (lam, engines[lam], scores)
-        self.pool_losses_, pool = None, (pools or (None,))[0]
-        if pools:
-            Xh, Yh, w = held(chosen[pools[0]][1].state)  # (the same rows for every run)
-            losses = {p: self._row_losses(eng.state, Xh, Yh) for p, (_, eng, _) in chosen.items()}
-            self.pool_losses_ = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()}
-            if _clearly_lower(losses[pools[1]], losses[pools[0]], w, POOL_SWITCH_Z):
-                pool = pools[1]
-        lam, engine, self.input_l2_scores_ = chosen[pool]
-        changes = {} if pool is None else {"candidate_activations": pool}
-        if lam is not None:
-            changes["input_l2"] = lam
-        return changes, engine
-
-    def _row_losses(self, state, X, Y) -> np.ndarray:
-        """A run's chosen network's loss on each held-out row: the classifier's log-loss of its
-        probabilities (continuous: two pools' held-out accuracies differ by a row or two, or tie,
-        where their log-losses differ clearly), the regressor's squared error (summed over
-        outputs, on the standardised targets)."""
-        import torch
-
-        net = state.best_network()
-        with torch.no_grad():
-            out = net(torch.as_tensor(np.asarray(X, dtype=np.float32)), dtype=torch.float64).numpy()
-        return self._losses(out, np.asarray(Y, dtype=np.float64), state.config)
 
     def _train(self, X, Y, targets, sample_weight=None, callbacks=None):
         import torch
@@ -456,7 +291,7 @@ class _CascorBase(BaseEstimator):
                                                 pool=changes.get("candidate_activations")), X, Y, backend=backend,
                                    targets=targets, sample_weight=sample_weight)
             extra = list(callbacks or ())
-            progress = [_Progress(type(self).__name__)] if self.verbose else []
+            progress = [Progress(type(self).__name__)] if self.verbose else []
             status = "FAILED"
             chosen = None
             try:
@@ -478,160 +313,6 @@ class _CascorBase(BaseEstimator):
             backend.close()
         self._set_fitted(engine.state, chosen)
         return self
-
-    def _fit_ensemble(self, members: int, X, Y, targets, sample_weight, backend, callbacks):
-        """An averaged fit's members (:meth:`_fit_members`), with ``candidate_activations='auto'``
-        chosen between the preset's pool and :data:`ALTERNATIVE_POOL` by the *average's* loss on
-        its out-of-bag rows (:meth:`_oob_outputs`; both ensembles draw the same resamples, so
-        the same rows): the preset's pool unless the other's is clearly lower
-        (:func:`_clearly_lower`, :data:`POOL_SWITCH_Z`). Not member 0's own held-out loss: on
-        make_hastie_10_2 Gaussian members each fit their held-out rows clearly better (z 3.6 to
-        5.2) while their average's test log-loss was worse (.170 vs .126): members that agree
-        average into an overconfident network. Each pool's ensemble is a full fit (twice the
-        runs); callbacks and progress see the chosen one, run again identically for them (so
-        three ensembles' time when they are given)."""
-        _, pools = self._choice_grids(len(X), self._config(len(X), targets).validation_fraction)
-        if not pools:
-            return self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks, None, self.max_time)
-        budget = None if self.max_time is None else self.max_time / len(pools)
-        fits, chosen_l2 = {}, {}
-        for pool in pools:
-            fits[pool] = self._fit_members(members, X, Y, targets, sample_weight, backend, None, pool, budget,
-                                           quiet=True)
-            chosen_l2[pool] = self.input_l2_scores_
-        outputs = {p: self._oob_outputs(states, oob, X) for p, (states, oob) in fits.items()}
-        seen = outputs[pools[0]][0]  # (the same rows for both: the same resamples)
-        losses, w = {}, None
-        if seen is not None:  # (None: no row left out of every resample, nothing to choose on)
-            losses = {p: self._losses(out, np.asarray(Y, dtype=np.float64)[seen], fits[p][0][0].config)
-                      for p, (_, out) in outputs.items()}
-            w = None if sample_weight is None else np.asarray(sample_weight)[seen]
-        clear = bool(losses) and _clearly_lower(losses[pools[1]], losses[pools[0]], w, POOL_SWITCH_Z)
-        pool = pools[1] if clear else pools[0]
-        scores = {",".join(p): float(np.average(loss, weights=w)) for p, loss in losses.items()} or None
-        if callbacks or self.verbose:
-            fits[pool] = self._fit_members(members, X, Y, targets, sample_weight, backend, callbacks, pool, budget)
-        self.input_l2_scores_, self.pool_losses_ = chosen_l2[pool], scores
-        return fits[pool]
-
-    def _fit_members(self, members: int, X, Y, targets, sample_weight, backend, callbacks, pool, budget,
-                     quiet=False):
-        """The member runs of an averaged fit with candidate pool ``pool`` (None: the
-        parameter's): member k trains on a bootstrap resample of the rows (indices from stream
-        (5, k) of the estimator's seed, its own run seeded from stream (4, k)) to the end of its
-        own growth. With held-out data a member validates on its out-of-bag rows (a share of its
-        resample would hold copies of its training rows) and is not refit; ``input_l2='auto'`` is
-        chosen once, on member 0's rows (the same rule as a single fit's), and shared by every
-        member. ``budget`` seconds are shared out evenly between the runs. Callbacks and
-        progress see each member's run in turn (member 0's chosen run), and are finished once,
-        with the last (``quiet``: no progress lines). Returns the members' states and their
-        out-of-bag rows (None for a member without)."""
-        from .seeds import derived_seed
-
-        extra = list(callbacks or ())
-        progress = [_Progress(type(self).__name__)] if self.verbose and not quiet else []
-        n = len(X)
-        sw = None if sample_weight is None else np.asarray(sample_weight)
-        l2_grid, _ = self._choice_grids(n, self._config(n, targets).validation_fraction)
-        runs = members - 1 + max(len(l2_grid), 1)
-        seconds = None if budget is None else budget / runs
-        states, oob_rows, status, engine, changes = [], [], "FAILED", None, {}
-        self.input_l2_scores_ = self.pool_losses_ = None
-        try:
-            for k in range(members):
-                rows = np.random.default_rng(derived_seed(self.seed_, 5, k)).integers(0, n, n)
-                cfg = self._config(n, targets, input_l2=changes.get("input_l2"), pool=pool)
-                cfg = cfg.replace(seed=derived_seed(self.seed_, 4, k), refit=False)
-                held, oob = None, None
-                if cfg.validation_fraction > 0:
-                    oob = np.setdiff1d(np.arange(n), rows)
-                    if len(oob) and (sw is None or sw[oob].sum() > 0):
-                        held = (X[oob], Y[oob]) if sw is None else (X[oob], Y[oob], sw[oob])
-                    else:
-                        cfg, oob = cfg.replace(validation_fraction=0.0), None
-                oob_rows.append(oob)
-                data = (X[rows], Y[rows], targets, None if sw is None else sw[rows], held)
-                for p in progress:
-                    p.member = f"{k + 1}/{members}"
-                engine = None
-                if k == 0 and l2_grid and held is not None:
-                    def fit_one(value, _pool, cfg=cfg, data=data):
-                        return self._member_run(cfg.replace(input_l2=value), data, backend, seconds)
-
-                    changes, engine = self._choose(l2_grid, (), fit_one, None)
-                    cfg = cfg.replace(**changes)
-                    if progress or extra:
-                        engine = None  # (run again, identically, for the callbacks to see)
-                if engine is None:
-                    engine = self._member_run(cfg, data, backend, seconds, progress + extra)
-                states.append(engine.state)
-            status = "FINISHED" if all(st.done for st in states) else "KILLED"
-        finally:
-            for cb in extra:
-                if hasattr(cb, "finish") and engine is not None:
-                    cb.finish(engine.state, status)
-        return states, oob_rows
-
-    def _member_run(self, cfg, data, backend, seconds, callbacks=()):
-        """One member's run to its end on ``data`` = (X, Y, targets, sample_weight, held-out or None)."""
-        from .trainer import run, start
-
-        X, Y, targets, sw, held = data
-        engine = start(cfg, X, Y, backend=backend, targets=targets, sample_weight=sw, validation=held)
-        run(engine, stop_at_epoch=self.max_epochs, max_seconds=seconds, callbacks=list(callbacks))
-        return engine
-
-    def _oob_outputs(self, states, oob_rows, X):
-        """(rows seen, outputs) of an averaged fit on its out-of-bag rows: each row predicted by
-        the mean net input of the members that did not draw it (averaged as ``network_`` averages
-        them, as scikit-learn's ``oob_score_`` of a bagging ensemble); rows every member drew are
-        left out. (None, None) when no member held rows out."""
-        import torch
-
-        from .kernels import get_activation
-
-        Xt = torch.as_tensor(X, dtype=torch.float64)  # (fit's own float32 copy: writable)
-        total = torch.zeros(len(X), states[0].network.n_outputs, dtype=torch.float64)
-        count = torch.zeros(len(X), dtype=torch.float64)
-        for state, rows in zip(states, oob_rows):
-            if rows is None:
-                continue
-            net, idx = state.best_network(), torch.as_tensor(rows)
-            with torch.no_grad():
-                total[idx] += net.values(Xt[idx], torch.float64) @ net.output_weights.t().to(torch.float64)
-            count[idx] += 1
-        seen = (count > 0).numpy()
-        if not seen.any():
-            return None, None
-        mean = total[seen] / count[seen].unsqueeze(1)
-        out = torch.empty_like(mean)
-        get_activation(states[0].network.output_activation).forward(mean, out)
-        return seen, out.numpy()
-
-    def _oob_score(self, states, oob_rows, X, Y, sample_weight):
-        """The averaged fit's score (accuracy, or R^2) on its out-of-bag rows
-        (:meth:`_oob_outputs`); None when no member held rows out."""
-        seen, out = self._oob_outputs(states, oob_rows, X)
-        if seen is None:
-            return None
-        weights = None if sample_weight is None else np.asarray(sample_weight)[seen]
-        return float(self._score_outputs(out, np.asarray(Y, dtype=np.float64)[seen], weights))
-
-    def _set_ensemble(self, states) -> None:
-        """An averaged fit's attributes: ``network_`` is the members' average (one cascade,
-        :func:`cascor.network.average`), ``members_`` their training states; the per-run
-        attributes (``state_``, ``history_``, ``loss_curve_``) describe the first member."""
-        from .network import average
-
-        scores = self.input_l2_scores_, self.pool_losses_  # (member 0's choices, shared by every member)
-        self._set_fitted(states[0])
-        self.input_l2_scores_, self.pool_losses_ = scores
-        self.members_ = list(states)
-        self.n_estimators_ = len(states)
-        self.network_ = average([st.best_network() for st in states])
-        self.n_hidden_units_ = self.best_n_units_ = self.network_.n_hidden
-        self.converged_ = all(st.status in ("solved", "early_stopped") for st in states)
-        self.n_iter_ = sum(st.counters.epoch for st in states)
 
     def _continued_state(self, n_samples: int, targets: dict):
         """The fitted run, for a warm start: the same config, or a larger max_units (the run grows

@@ -97,3 +97,23 @@ def test_a_run_stopped_inside_a_subset_phase_resumes_bit_identically(spirals, tm
 def test_candidate_rows_must_be_a_count(bad):
     with pytest.raises(ConfigError, match="candidate_rows"):
         preset("default").replace(candidate_rows=bad)
+
+
+def test_the_estimators_train_candidates_on_at_most_large_data_candidate_rows(monkeypatch):
+    """candidate_rows='auto' (the estimators' default on the default preset) is
+    LARGE_DATA_CANDIDATE_ROWS, a no-op on fewer rows; a paper preset keeps every row."""
+    from sklearn.datasets import make_classification
+
+    import cascor.sklearn as sk
+
+    X, y = make_classification(600, n_features=6, n_informative=4, random_state=0)
+    kw = {"random_state": 0, "max_units": 3, "n_estimators": 1}
+    assert sk.CascorClassifier(**kw).fit(X, y).state_.config.candidate_rows == sk.LARGE_DATA_CANDIDATE_ROWS
+    assert sk.CascorClassifier("cascor1c", **kw).fit(X, y).state_.config.candidate_rows == 0
+    monkeypatch.setattr(sk, "LARGE_DATA_CANDIDATE_ROWS", 200)  # (480 training rows: a real subset)
+    auto = sk.CascorClassifier(**kw).fit(X, y)
+    given = sk.CascorClassifier(candidate_rows=200, **kw).fit(X, y)
+    every = sk.CascorClassifier(candidate_rows=0, **kw).fit(X, y)
+    assert auto.state_.config.candidate_rows == 200
+    np.testing.assert_array_equal(auto.predict_proba(X), given.predict_proba(X))
+    assert not np.array_equal(auto.predict_proba(X), every.predict_proba(X))

@@ -490,6 +490,7 @@ def test_input_l2_auto_is_the_default_preset_estimators_default(monkeypatch):
     big = sk.CascorClassifier(random_state=0, max_units=3).fit(X, y)
     off = sk.CascorClassifier(random_state=0, max_units=3, input_l2=0.0).fit(X, y)
     assert big.input_l2_scores_ is None and big.input_l2_ == 0.0
+    assert set(big.pool_losses_) == set(auto.pool_losses_)  # (above the cap the pool is still chosen, at 0)
     np.testing.assert_array_equal(big.predict_proba(X), off.predict_proba(X))
 
 

@@ -10,8 +10,9 @@ through a verified HDF5 snapshot (a fit of one run). ``n_estimators`` ('auto': 2
 small to hold a share out, 5 for a classifier that holds data out) averages cascades fitted on
 bootstrap resamples into one network (``network_``, the members' runs in ``members_``, the
 average's out-of-bag score in ``oob_score_``). On the ``default`` preset, where enough rows are held
-out, ``input_l2`` and the candidate pool are chosen on them (``input_l2_``, ``candidate_activations_``
-and their held-out scores). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
+out, the candidate pool and (up to 20,000 samples) ``input_l2`` are chosen on them (``input_l2_``,
+``candidate_activations_`` and their held-out scores), and candidate phases train on at most
+32,768 rows (``candidate_rows='auto'``: it pays for the pool choice on large data). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
 candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--workers``/
 ``--scheduler``); they change the time a fit takes, never the fitted model.
 """
@@ -47,7 +48,13 @@ __all__ = ["CascorClassifier", "CascorRegressor", "ALTERNATIVE_POOL", "AUTO_ENSE
 
 # What the estimators add on the default preset besides config.recommended (the CLI's outputs):
 # input_l2 and the candidate pool chosen on held-out data.
-ESTIMATOR_EXTRAS = {"input_l2": "auto", "candidate_activations": "auto"}
+ESTIMATOR_EXTRAS = {"input_l2": "auto", "candidate_activations": "auto", "candidate_rows": "auto"}
+# candidate_rows='auto': candidate phases on at most this many rows (a no-op below it). Alone it
+# costs accuracy (docs/results.md, "Session 18": 0.1-0.9 points at 0.4-0.5 of the time on three
+# 100k-row sets); it is what pays for the pool choice on large data, which runs two fits: with
+# both, the three sets took about the time one fit on every row took and gained .9838 -> .9858 and
+# .9032 -> .9314 in accuracy, friedman1 R^2 .9568 -> .9559.
+LARGE_DATA_CANDIDATE_ROWS = 32768
 
 
 def _writable(X: np.ndarray) -> np.ndarray:
@@ -193,7 +200,8 @@ class _CascorBase(HeldOutChoices, Averaging, BaseEstimator):
         """The run's config: the preset, the estimators' defaults on the ``default`` preset, then
         ``overrides``, then every parameter that is not None. ``input_l2='auto'`` takes the value
         given here (the one chosen on held-out data), else 0; ``candidate_activations='auto'`` the
-        pool given here, else the preset's."""
+        pool given here, else the preset's; ``candidate_rows='auto'``
+        :data:`LARGE_DATA_CANDIDATE_ROWS`."""
         cfg = get_preset(self.preset)
         changes = {**self._estimator_defaults(), **(self.overrides or {})}
         for name in CONFIG_PARAMS:
@@ -202,6 +210,8 @@ class _CascorBase(HeldOutChoices, Averaging, BaseEstimator):
                 changes[name] = value
         if is_auto(changes.get("input_l2")):
             changes["input_l2"] = 0.0 if input_l2 is None else input_l2
+        if is_auto(changes.get("candidate_rows")):
+            changes["candidate_rows"] = LARGE_DATA_CANDIDATE_ROWS
         if is_auto(changes.get("candidate_activations")):
             changes["candidate_activations"] = cfg.candidate_activations if pool is None else tuple(pool)
         self._class_changes(changes, targets)

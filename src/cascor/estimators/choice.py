@@ -26,12 +26,15 @@ INPUT_L2_GRID = (0.0, 0.03, 0.1)
 # the choice was 0 at 2.3x the fit time (44 s -> 102 s). Outside these bounds 'auto' is 0.
 INPUT_L2_AUTO_MIN_HELD_OUT = 200
 INPUT_L2_AUTO_MAX_SAMPLES = 20_000
-# candidate_activations='auto' (the estimators' default on the `default` preset), under the same
-# bounds: the preset's mixed pool or Gaussian units only, chosen on the held-out rows
-# (docs/results.md, "Session 17"). No pool was best everywhere: Gaussian units gained on
-# make_classification's clustered classes (accuracy .856 -> .879, log-loss .386 -> .336; one
-# cascade on the 100k scale set .984 -> .987, where no choice is made: above the bounds) and lost
-# on two-spirals, circles (log-loss .026 -> .045) and friedman1 (R^2 .996 -> .992).
+# candidate_activations='auto' (the estimators' default on the `default` preset), from the same
+# number of held-out rows on: the preset's mixed pool or Gaussian units only, chosen on the
+# held-out rows (docs/results.md, "Session 17"). No pool was best everywhere: Gaussian units gained
+# on make_classification's clustered classes (accuracy .856 -> .879, log-loss .386 -> .336) and
+# lost on two-spirals, circles (log-loss .026 -> .045) and friedman1 (R^2 .996 -> .992). Above
+# INPUT_L2_AUTO_MAX_SAMPLES too since session 18 (two runs at input_l2 0, with the estimators'
+# candidate_rows; "Session 18"): on three 100k-row sets it switched to Gaussian units on the scale
+# set (.9838 -> .9858) and the 4-class set (.9032 -> .9314), and on friedman1 (R^2 .9568 -> .9559),
+# in about the time one run on every row took.
 ALTERNATIVE_POOL = ("gaussian",)
 # ... and only on clear evidence: the alternative's mean held-out loss must be lower by this many
 # standard errors of the paired per-row difference (a one-sided test at about 2.3 %). Picking the
@@ -58,14 +61,16 @@ class HeldOutChoices:
 
     def _choice_grids(self, n_samples: int, validation_fraction: float) -> tuple[tuple, tuple]:
         """(input_l2 values, candidate pools) a fresh fit tries on its held-out rows: with at least
-        :data:`INPUT_L2_AUTO_MIN_HELD_OUT` held-out rows and at most
+        :data:`INPUT_L2_AUTO_MIN_HELD_OUT` held-out rows, (the preset's pool,
+        :data:`ALTERNATIVE_POOL`) for ``candidate_activations='auto'`` and, up to
         :data:`INPUT_L2_AUTO_MAX_SAMPLES` samples, :data:`INPUT_L2_GRID` for ``input_l2='auto'``
-        and (the preset's pool, :data:`ALTERNATIVE_POOL`) for ``candidate_activations='auto'``;
-        otherwise none (each 'auto' then takes the preset's value, 0 for input_l2)."""
+        (above, input_l2 is 0 and the pools are compared at 0: two runs); otherwise none (each
+        'auto' then takes the preset's value, 0 for input_l2)."""
         held_out = math.ceil(n_samples * validation_fraction)  # as validation.split_indices counts
-        if n_samples > INPUT_L2_AUTO_MAX_SAMPLES or validation_fraction <= 0 or held_out < INPUT_L2_AUTO_MIN_HELD_OUT:
+        if validation_fraction <= 0 or held_out < INPUT_L2_AUTO_MIN_HELD_OUT:
             return (), ()
-        l2 = INPUT_L2_GRID if is_auto(self._param("input_l2")) else ()
+        small = n_samples <= INPUT_L2_AUTO_MAX_SAMPLES
+        l2 = INPUT_L2_GRID if is_auto(self._param("input_l2")) and small else ()
         pools = ()
         if is_auto(self._param("candidate_activations")):
             own = get_preset(self.preset).candidate_activations

@@ -12,9 +12,10 @@ bootstrap resamples into one network (``network_``, the members' runs in ``membe
 average's out-of-bag score in ``oob_score_``). On the ``default`` preset, where enough rows are held
 out, the candidate pool and (up to 20,000 samples) ``input_l2`` are chosen on them (``input_l2_``,
 ``candidate_activations_`` and their held-out scores), and candidate phases train on at most
-32,768 rows (``candidate_rows='auto'``: it pays for the pool choice on large data). ``backend`` / ``n_jobs`` / ``scheduler`` choose where
-candidate pools are computed during ``fit`` (as the CLI's ``--backend``/``--workers``/
-``--scheduler``); they change the time a fit takes, never the fitted model.
+32,768 rows (``candidate_rows='auto'``: it pays for the pool choice on large data). ``backend`` /
+``n_jobs`` / ``scheduler`` choose where candidate pools are computed during ``fit`` (as the CLI's
+``--backend``/``--workers``/``--scheduler``); they change the time a fit takes, never the fitted
+model.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ __all__ = ["CascorClassifier", "CascorRegressor", "ALTERNATIVE_POOL", "AUTO_ENSE
 
 
 # What the estimators add on the default preset besides config.recommended (the CLI's outputs):
-# input_l2 and the candidate pool chosen on held-out data.
+# input_l2 and the candidate pool chosen on held-out data, and candidate phases on a row subset
+# on large data.
 ESTIMATOR_EXTRAS = {"input_l2": "auto", "candidate_activations": "auto", "candidate_rows": "auto"}
 # candidate_rows='auto': candidate phases on at most this many rows (a no-op below it). Alone it
 # costs accuracy (docs/results.md, "Session 18": 0.1-0.9 points at 0.4-0.5 of the time on three

@@ -20,6 +20,25 @@ def _golden():
                 yield pytest.param(os.path.join(folder, name), expected, id=f"v{major}.{minor}/{name}")
 
 
+def _with_config_key(tmp_path, version: str, name: str, key: str, value) -> str:
+    """A copy of golden file ``v<version>/<name>`` whose config carries ``key`` (resealed, so
+    only the format rule can refuse it)."""
+    import shutil
+    import sys
+
+    import h5py
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from hostile import _edit_json, reseal
+
+    path = str(tmp_path / "forged.h5")
+    shutil.copy(os.path.join(FIXTURES, f"v{version}", name), path)
+    with h5py.File(path, "r+", locking=False) as f:
+        _edit_json(f, "config", lambda c: c.__setitem__(key, value))
+    reseal(path)
+    return path
+
+
 def test_every_released_version_has_golden_files():
     for major, minor in RELEASED:
         assert os.path.exists(os.path.join(FIXTURES, f"v{major}.{minor}", "golden.json"))
@@ -80,56 +99,27 @@ def test_resume_warns_when_the_versions_differ(tmp_path):
 
 
 def test_a_1_2_file_migrates_with_refit_off_and_may_not_carry_the_1_3_key(tmp_path):
-    import shutil
-    import sys
-
-    import h5py
-
     from cascor.errors import CorruptSnapshotError
 
     st = snapshot.load(os.path.join(FIXTURES, "v1.2", "validation-stopped.h5")).state
     assert st.config.refit is False and st.validation is not None  # 1.2 runs never refit
-    sys.path.insert(0, os.path.dirname(__file__))
-    from hostile import _edit_json, reseal
-
-    path = str(tmp_path / "forged.h5")
-    shutil.copy(os.path.join(FIXTURES, "v1.2", "validation-stopped.h5"), path)
-    with h5py.File(path, "r+", locking=False) as f:
-        _edit_json(f, "config", lambda c: c.__setitem__("refit", True))
-    reseal(path)
+    path = _with_config_key(tmp_path, "1.2", "validation-stopped.h5", "refit", True)
     with pytest.raises(CorruptSnapshotError, match=r"config\.refit: expected no such key in format 1\.2"):
         snapshot.load(path)
 
 
 def test_a_1_3_file_migrates_with_input_l2_off_and_may_not_carry_the_1_4_key(tmp_path):
-    import shutil
-    import sys
-
-    import h5py
-
     from cascor.errors import CorruptSnapshotError
 
     st = snapshot.load(os.path.join(FIXTURES, "v1.3", "covariance-candidates.h5")).state
     assert st.config.input_l2 == 0.0  # 1.3 candidates decayed by input_decay alone
     assert snapshot.load(os.path.join(FIXTURES, "v1.4", "input-l2-candidates.h5")).state.config.input_l2 == 0.03
-    sys.path.insert(0, os.path.dirname(__file__))
-    from hostile import _edit_json, reseal
-
-    path = str(tmp_path / "forged.h5")
-    shutil.copy(os.path.join(FIXTURES, "v1.3", "covariance-candidates.h5"), path)
-    with h5py.File(path, "r+", locking=False) as f:
-        _edit_json(f, "config", lambda c: c.__setitem__("input_l2", 0.1))
-    reseal(path)
+    path = _with_config_key(tmp_path, "1.3", "covariance-candidates.h5", "input_l2", 0.1)
     with pytest.raises(CorruptSnapshotError, match=r"config\.input_l2: expected no such key in format 1\.3"):
         snapshot.load(path)
 
 
 def test_a_1_5_file_migrates_with_every_row_and_may_not_carry_the_1_6_key(tmp_path):
-    import shutil
-    import sys
-
-    import h5py
-
     from cascor.errors import CorruptSnapshotError
 
     st = snapshot.load(os.path.join(FIXTURES, "v1.5", "covariance-candidates.h5")).state
@@ -137,14 +127,7 @@ def test_a_1_5_file_migrates_with_every_row_and_may_not_carry_the_1_6_key(tmp_pa
     assert st.candidate_patterns == st.n_patterns
     new = snapshot.load(os.path.join(FIXTURES, "v1.6", "candidate-rows-candidates.h5")).state
     assert new.config.candidate_rows == 120 and new.candidate_patterns == 120 < new.n_patterns
-    sys.path.insert(0, os.path.dirname(__file__))
-    from hostile import _edit_json, reseal
-
-    path = str(tmp_path / "forged.h5")
-    shutil.copy(os.path.join(FIXTURES, "v1.5", "covariance-candidates.h5"), path)
-    with h5py.File(path, "r+", locking=False) as f:
-        _edit_json(f, "config", lambda c: c.__setitem__("candidate_rows", 100))
-    reseal(path)
+    path = _with_config_key(tmp_path, "1.5", "covariance-candidates.h5", "candidate_rows", 100)
     with pytest.raises(CorruptSnapshotError, match=r"config\.candidate_rows: expected no such key in format 1\.5"):
         snapshot.load(path)
 
